@@ -1,0 +1,3 @@
+from cyseg.cli import main
+
+raise SystemExit(main())
