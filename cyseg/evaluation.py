@@ -1,0 +1,74 @@
+"""Scoring a segmenter against instance labels, in focus and at synthetic blur levels."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+import numpy as np
+from tqdm import tqdm
+
+from metrics import ImageResult, evaluate_image, precision_recall_curve, summarize_by_level
+from segmenter import Instances, Segmenter, UNetSegmenter
+from segmenter.datasets import LabelledImage
+from transforms import defocus
+
+log = logging.getLogger(__name__)
+
+BASELINE = "connected_components"
+
+
+def find_instances(model: Segmenter, image: np.ndarray) -> dict[str, Instances]:
+    """The model's instances and, for a U-Net, plain connected components of the same mask
+    (the naive baseline the watershed split is measured against)."""
+    if not isinstance(model, UNetSegmenter):
+        return {"model": model.instances(image)}
+    proba = model.predict_proba(image)
+    no_split = dataclasses.replace(model.postprocess, split=False)
+    return {"model": model.instances_from_proba(proba),
+            BASELINE: model.instances_from_proba(proba, no_split)}
+
+
+@dataclass
+class Evaluation:
+    """Per-image results for the model (and the baseline, when there is one)."""
+
+    results: dict[str, list[ImageResult]] = field(default_factory=dict)
+    overlay: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def metrics(self, sharp_levels: tuple[float, ...] = (0.0,)) -> dict:
+        summary = summarize_by_level(self.results["model"], sharp_levels=sharp_levels)
+        if BASELINE in self.results:
+            summary[BASELINE] = summarize_by_level(self.results[BASELINE], sharp_levels=sharp_levels)
+        return summary
+
+    def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Precision-recall curve of the model per blur level."""
+        curves = {}
+        for level in sorted({r.level for r in self.results["model"]}):
+            at_level = [r for r in self.results["model"] if r.level == level]
+            curves[f"blur {level:g}"] = precision_recall_curve(
+                np.concatenate([r.scores for r in at_level]),
+                np.concatenate([r.is_tp for r in at_level]).astype(bool),
+                sum(r.n_true for r in at_level))
+        return curves
+
+
+def evaluate(model: Segmenter, samples: list[LabelledImage], levels: list[float],
+             seed: int = 0, progress: bool = True) -> Evaluation:
+    """Segment every sample at every blur level (defocus seeded per image) and score it."""
+    if not samples:
+        raise ValueError("nothing to evaluate: no labelled images")
+    evaluation = Evaluation()
+    with tqdm(total=len(samples) * len(levels), desc="evaluating", unit="image",
+              disable=not progress) as bar:
+        for level in levels:
+            for index, sample in enumerate(samples):
+                image = defocus(sample.image, level, seed=seed + index) if level else sample.image
+                found = find_instances(model, image)
+                for name, instances in found.items():
+                    evaluation.results.setdefault(name, []).append(evaluate_image(
+                        instances.labels, sample.labels, instances.scores, float(level)))
+                if index == 0 and level == levels[0]:
+                    evaluation.overlay = (sample.image, found["model"].labels, sample.labels)
+                bar.update()
+    return evaluation

@@ -1,0 +1,150 @@
+"""Properties (key/value pairs) and attached files of projects, images, annotations, jobs and software.
+
+Routes exist both as `domain/{class}/{id}/...` and, for annotations, `annotation/{id}/...`, the
+two forms the client builds. Attached files are stored under the data folder named by their id:
+the client's file name is kept only as metadata, so no request can choose a path on disk.
+"""
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import FileResponse
+
+from cyseg.server import cytomine_json as cj
+from cyseg.server.errors import BadRequest, NotFound
+from cyseg.server.routes.deps import get_files_dir, get_store, get_urls, json_body, text_value
+from cyseg.server.store import ANNOTATION_ALIAS, Store
+
+router = APIRouter()
+
+DOMAIN = "/domain/{domain_class}/{ident:int}"
+ANNOTATION = "/annotation/{ident:int}"
+
+
+def _property_item(item: Any) -> tuple[str, str | None]:
+    if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
+        raise BadRequest("a property is a JSON object with a non-empty 'key'")
+    return item["key"], text_value(item.get("value"))
+
+
+@router.get(f"{DOMAIN}/property.json")
+@router.get(f"{ANNOTATION}/property.json")
+def list_properties(ident: int, domain_class: str = ANNOTATION_ALIAS,
+                    store: Store = Depends(get_store)) -> cj.JsonObject:
+    store.domain_class(domain_class, ident)
+    return cj.collection([cj.property_(p) for p in store.properties(ident)])
+
+
+@router.post(f"{DOMAIN}/property.json")
+@router.post(f"{ANNOTATION}/property.json")
+def create_properties(ident: int, domain_class: str = ANNOTATION_ALIAS, payload: Any = Depends(json_body),
+                      store: Store = Depends(get_store)) -> cj.JsonObject:
+    """One property (object) or several (array)."""
+    canonical = store.domain_class(domain_class, ident)
+    single = isinstance(payload, dict)
+    if not single and not (isinstance(payload, list) and payload):
+        raise BadRequest("expected a property object or a non-empty array of them")
+    items = [_property_item(item) for item in ([payload] if single else payload)]
+    stored = [cj.property_(p) for p in store.add_properties(canonical, ident, items)]
+    return cj.created("Property", stored[0]) if single else cj.collection(stored) | {"success": True}
+
+
+@router.get(f"{DOMAIN}/key/{{key}}/property.json")
+@router.get(f"{ANNOTATION}/key/{{key}}/property.json")
+def property_by_key(ident: int, key: str, domain_class: str = ANNOTATION_ALIAS,
+                    store: Store = Depends(get_store)) -> cj.JsonObject:
+    store.domain_class(domain_class, ident)
+    found = store.properties(ident, key)
+    if not found:
+        raise NotFound(f"property '{key}' of {domain_class} {ident} not found")
+    return cj.property_(found[0])
+
+
+@router.get(f"{DOMAIN}/property/{{property_id:int}}.json")
+@router.get(f"{ANNOTATION}/property/{{property_id:int}}.json")
+def get_property(ident: int, property_id: int, store: Store = Depends(get_store)) -> cj.JsonObject:
+    return cj.property_(store.property(ident, property_id))
+
+
+@router.put(f"{DOMAIN}/property/{{property_id:int}}.json")
+@router.put(f"{ANNOTATION}/property/{{property_id:int}}.json")
+def update_property(ident: int, property_id: int, payload: Any = Depends(json_body),
+                    store: Store = Depends(get_store)) -> cj.JsonObject:
+    key, value = _property_item(payload)
+    return cj.created("Property", cj.property_(store.update_property(ident, property_id, key, value)))
+
+
+@router.delete(f"{DOMAIN}/property/{{property_id:int}}.json")
+@router.delete(f"{ANNOTATION}/property/{{property_id:int}}.json")
+def delete_property(ident: int, property_id: int, store: Store = Depends(get_store)) -> cj.JsonObject:
+    return cj.created("Property", cj.property_(store.delete_property(ident, property_id)))
+
+
+def safe_filename(name: str | None) -> str:
+    """The last component of a client-supplied name, without control characters; 'file' if nothing is left."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip()
+    return base if base not in ("", ".", "..") else "file"
+
+
+@router.post("/attachedfile.json")
+def upload_attached_file(
+        domain_class: str = Query(alias="domainClassName"), domain_ident: int = Query(alias="domainIdent"),
+        filename: str | None = None, upload: UploadFile = File(alias="files[]"),
+        store: Store = Depends(get_store), files_dir: Path = Depends(get_files_dir),
+        urls: cj.Urls = Depends(get_urls)) -> cj.JsonObject:
+    """Attach the multipart part `files[]` to the object (domainClassName, domainIdent)."""
+    canonical = store.domain_class(domain_class, domain_ident)
+    with tempfile.NamedTemporaryFile(dir=files_dir, prefix="upload-", delete=False) as temporary:
+        shutil.copyfileobj(upload.file, temporary)
+        size = temporary.tell()
+    try:
+        record = store.add_attached_file(canonical, domain_ident, safe_filename(filename or upload.filename), size,
+                                         lambda file_id: os.replace(temporary.name, files_dir / str(file_id)))
+    finally:
+        Path(temporary.name).unlink(missing_ok=True)
+    return cj.attached_file(record, urls)
+
+
+@router.get("/attachedfile.json")
+def list_attached_files(store: Store = Depends(get_store), urls: cj.Urls = Depends(get_urls)) -> cj.JsonObject:
+    return cj.collection([cj.attached_file(f, urls) for f in store.attached_files()])
+
+
+@router.get(f"{DOMAIN}/attachedfile.json")
+def domain_attached_files(domain_class: str, ident: int, store: Store = Depends(get_store),
+                          urls: cj.Urls = Depends(get_urls)) -> cj.JsonObject:
+    store.domain_class(domain_class, ident)
+    return cj.collection([cj.attached_file(f, urls) for f in store.attached_files(ident)])
+
+
+@router.get("/attachedfile/{file_id}.json")
+def get_attached_file(file_id: int, store: Store = Depends(get_store),
+                      urls: cj.Urls = Depends(get_urls)) -> cj.JsonObject:
+    return cj.attached_file(store.attached_file(file_id), urls)
+
+
+@router.get("/attachedfile/{file_id}/download")
+def download_attached_file(file_id: int, store: Store = Depends(get_store),
+                           files_dir: Path = Depends(get_files_dir)) -> FileResponse:
+    record = store.attached_file(file_id)
+    path = files_dir / str(record.id)
+    if not path.is_file():
+        raise NotFound(f"content of attached file {file_id} is missing")
+    return FileResponse(path, filename=record.filename,
+                        media_type=mimetypes.guess_type(record.filename)[0] or "application/octet-stream")
+
+
+@router.delete("/attachedfile/{file_id}.json")
+def delete_attached_file(file_id: int, store: Store = Depends(get_store), files_dir: Path = Depends(get_files_dir),
+                         urls: cj.Urls = Depends(get_urls)) -> cj.JsonObject:
+    record = store.delete_attached_file(file_id)
+    (files_dir / str(record.id)).unlink(missing_ok=True)
+    return cj.created("AttachedFile", cj.attached_file(record, urls))

@@ -1,0 +1,10 @@
+"""Models: the Segmenter interface, its implementations, checkpoints and training."""
+from segmenter.base import Instances, Segmenter, resolve_device
+from segmenter.checkpoint import Checkpoint, ModelLoadError
+from segmenter.registry import FAMILIES, SHIPPED, from_checkpoint, load, model_path, register
+from segmenter.unet_segmenter import UNetSegmenter
+
+register(UNetSegmenter)
+
+__all__ = ["Checkpoint", "FAMILIES", "Instances", "ModelLoadError", "SHIPPED", "Segmenter",
+           "UNetSegmenter", "from_checkpoint", "load", "model_path", "register", "resolve_device"]

@@ -1,0 +1,51 @@
+"""Names to Segmenter classes and shipped model files; `load` returns a ready segmenter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from segmenter.base import Segmenter
+from segmenter.checkpoint import Checkpoint, ModelLoadError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+FAMILIES: dict[str, type[Segmenter]] = {}
+
+# Shipped model names -> files in WEIGHTS_DIR. "default" is what the app uses unless told otherwise.
+SHIPPED: dict[str, str] = {
+    "default": "unet-bbbc039.pt",
+    "unet": "unet-bbbc039.pt",
+}
+
+
+def register(cls: type[Segmenter]) -> type[Segmenter]:
+    """Make a Segmenter class loadable from checkpoints whose family is `cls.name`."""
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def model_path(name_or_path: str | Path) -> Path:
+    """The file behind a shipped model name, or the path itself."""
+    if str(name_or_path) in SHIPPED:
+        return WEIGHTS_DIR / SHIPPED[str(name_or_path)]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model not found: '{name_or_path}' is neither a shipped model "
+                                f"({', '.join(sorted(SHIPPED))}) nor an existing file")
+    return path
+
+
+def from_checkpoint(checkpoint: Checkpoint, device: str | torch.device | None = None,
+                    **options) -> Segmenter:
+    """Build the segmenter a checkpoint describes."""
+    if checkpoint.family not in FAMILIES:
+        raise ModelLoadError(f"unknown model family '{checkpoint.family}' "
+                             f"(known: {', '.join(sorted(FAMILIES))})")
+    return FAMILIES[checkpoint.family].from_checkpoint(checkpoint, device=device, **options)
+
+
+def load(name_or_path: str | Path = "default", device: str | torch.device | None = None,
+         **options) -> Segmenter:
+    """A ready segmenter from a shipped model name or a checkpoint path."""
+    return from_checkpoint(Checkpoint.load(model_path(name_or_path)), device=device, **options)

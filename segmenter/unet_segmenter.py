@@ -1,0 +1,91 @@
+"""The U-Net family of the Segmenter interface: probabilities, masks, and watershed instances."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from segmenter.base import Instances, Segmenter
+from segmenter.checkpoint import Checkpoint
+from segmenter.inputs import as_image_list, pad_to_multiple, to_channels
+from segmenter.unet import UNet
+from transforms import Normalization, PostProcess, instance_scores
+
+
+class UNetSegmenter(Segmenter):
+    """A U-Net with its input normalisation and its post-processing.
+
+    Binary models (one output channel, sigmoid) report probabilities as [background,
+    foreground]; multi-class models (softmax) one channel per class. Instances come from the
+    foreground probability through `PostProcess` (threshold, watershed split, size filters);
+    an instance's class is the foreground class with the highest mean probability inside it.
+    """
+
+    name = "unet"
+
+    def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
+                 batch_size: int = 8, threshold: float | None = None):
+        super().__init__(checkpoint.class_names, device)
+        self.checkpoint = checkpoint
+        self.network = UNet(**checkpoint.architecture)
+        self.network.load_state_dict(checkpoint.state_dict)
+        self.network.to(self.device).eval()
+        self.in_channels = checkpoint.in_channels
+        self.normalization = Normalization.from_dict(checkpoint.normalization)
+        self.threshold = checkpoint.threshold if threshold is None else threshold
+        self.postprocess = PostProcess.from_dict(checkpoint.postprocess | {"threshold": self.threshold})
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device | None = None,
+                        **options) -> "UNetSegmenter":
+        return cls(checkpoint, device=device, **options)
+
+    def predict_proba_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        images = [self.normalization(to_channels(image, self.in_channels))
+                  for image in as_image_list(images)]
+        probas: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            probas.extend(self._predict_chunk(images[start:start + self.batch_size]))
+        return probas
+
+    def _predict_chunk(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass over images padded to a common size."""
+        height = max(image.shape[0] for image in images)
+        width = max(image.shape[1] for image in images)
+        batch = np.stack([pad_to_multiple(image, self.network.multiple, height, width)
+                          for image in images]).transpose(0, 3, 1, 2)
+        with torch.inference_mode():
+            logits = self.network(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+            if logits.shape[1] == 1:
+                foreground = torch.sigmoid(logits)
+                proba = torch.cat([1 - foreground, foreground], dim=1)
+            else:
+                proba = torch.softmax(logits, dim=1)
+            proba = proba.float().cpu().numpy()
+        return [p[:, :image.shape[0], :image.shape[1]] for p, image in zip(proba, images)]
+
+    def mask_from_proba(self, proba: np.ndarray) -> np.ndarray:
+        """Background where the foreground probability is under the threshold, else the most
+        probable foreground class."""
+        mask = proba[1:].argmax(axis=0).astype(np.int32) + 1
+        mask[1 - proba[0] < self.threshold] = 0
+        return mask
+
+    def instances_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> list[Instances]:
+        return [self.instances_from_proba(proba) for proba in self.predict_proba_batch(images)]
+
+    def instances_from_proba(self, proba: np.ndarray, postprocess: PostProcess | None = None) -> Instances:
+        """Instances of a C×H×W probability map, with the model's post-processing or another."""
+        foreground = 1 - proba[0]
+        labels = (postprocess or self.postprocess)(foreground)
+        n = int(labels.max())
+        if proba.shape[0] == 2 or n == 0:
+            classes = np.ones(n, dtype=np.int32)
+        else:
+            index = np.arange(1, n + 1)
+            means = np.stack([ndimage.mean(channel, labels, index) for channel in proba[1:]])
+            classes = means.argmax(axis=0).astype(np.int32) + 1
+        return Instances(labels=labels, scores=instance_scores(labels, foreground), classes=classes)

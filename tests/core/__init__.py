@@ -1,0 +1,1 @@
+"""Tests of the pure-numpy packages: transforms and metrics."""
