@@ -20,17 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from tqdm import tqdm
 
-from metrics import match_instances, soft_dice_loss
+from metrics import level_key, match_instances, soft_dice_loss
 from segmenter.base import resolve_device
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage, load_labelled
 from segmenter.inputs import to_channels
 from segmenter.unet import UNet
 from segmenter.unet_segmenter import UNetSegmenter
-from transforms import Augmenter, Normalization, PostProcess, defocus
+from transforms import Augmenter, Normalization, PostProcess, defocus, touching_borders
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +67,7 @@ class TrainConfig:
 
 def seam_target(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Foreground target (nuclei minus touching seams) and the seam mask."""
-    background_high = np.where(labels == 0, np.iinfo(np.int32).max, labels)
-    lowest = ndimage.minimum_filter(background_high, size=3)
-    highest = ndimage.maximum_filter(labels, size=3)
-    seams = (labels > 0) & ((lowest != labels) | (highest != labels))
+    seams = touching_borders(labels)
     return (labels > 0) & ~seams, seams
 
 
@@ -211,7 +207,7 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}", best_f1=f"{best:.3f}")
         candidate = build_checkpoint(network, config, {}, data_summary)
         segmenter = UNetSegmenter(candidate, device=device)
-        val_f1 = {str(level): evaluate_f1(segmenter, samples) for level, samples in val_sets}
+        val_f1 = {level_key(level): evaluate_f1(segmenter, samples) for level, samples in val_sets}
         score = float(np.mean(list(val_f1.values())))
         history.append(dict(epoch=epoch + 1, loss=float(np.mean(losses)), val_f1=val_f1,
                             seconds=round(time.time() - started, 1)))

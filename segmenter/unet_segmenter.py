@@ -11,7 +11,7 @@ from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint
 from segmenter.inputs import as_image_list, pad_to_multiple, to_channels
 from segmenter.unet import UNet
-from transforms import Normalization, PostProcess, instance_scores
+from transforms import Normalization, PostProcess, instance_scores, touching_borders
 
 
 class UNetSegmenter(Segmenter):
@@ -68,10 +68,12 @@ class UNetSegmenter(Segmenter):
         return [p[:, :image.shape[0], :image.shape[1]] for p, image in zip(proba, images)]
 
     def mask_from_proba(self, proba: np.ndarray) -> np.ndarray:
-        """Background where the foreground probability is under the threshold, else the most
-        probable foreground class."""
-        mask = proba[1:].argmax(axis=0).astype(np.int32) + 1
-        mask[1 - proba[0] < self.threshold] = 0
+        """The class mask of the post-processed instances, with the seams between touching
+        instances set to background so that a mask-to-polygon step keeps them apart."""
+        found = self.instances_from_proba(proba)
+        classes = np.concatenate([[0], found.classes]).astype(np.int32)
+        mask = classes[found.labels]
+        mask[touching_borders(found.labels)] = 0
         return mask
 
     def instances_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> list[Instances]:

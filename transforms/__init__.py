@@ -2,7 +2,7 @@
 from .augment import Augmenter, intensity_jitter, random_flip, random_rot90, random_translate
 from .compose import Compose, PostProcess
 from .defocus import blur_measure, defocus, defocus_psf, disk_psf, gaussian_psf
-from .instances import connected_components, instance_scores, relabel_consecutive, split_touching
+from .instances import connected_components, instance_scores, relabel_consecutive, split_touching, touching_borders
 from .morphology import erode_dilate, fill_holes, remove_large_objects, remove_small_objects, smooth, threshold
 from .normalize import Normalization, percentile_normalize, zscore_normalize
 
@@ -10,5 +10,6 @@ __all__ = [
     "Augmenter", "Compose", "Normalization", "PostProcess", "blur_measure", "connected_components", "defocus",
     "defocus_psf", "disk_psf", "erode_dilate", "fill_holes", "gaussian_psf", "instance_scores", "intensity_jitter",
     "percentile_normalize", "random_flip", "random_rot90", "random_translate", "relabel_consecutive",
-    "remove_large_objects", "remove_small_objects", "smooth", "split_touching", "threshold", "zscore_normalize",
+    "remove_large_objects", "remove_small_objects", "smooth", "split_touching", "threshold", "touching_borders",
+    "zscore_normalize",
 ]

@@ -118,3 +118,14 @@ def instance_scores(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
     sums = np.bincount(flat, weights=prob.ravel(), minlength=n + 1)[1:]
     counts = np.bincount(flat, minlength=n + 1)[1:]
     return np.divide(sums, counts, out=np.zeros(n), where=counts > 0).astype(np.float32)
+
+
+def touching_borders(labels: np.ndarray) -> np.ndarray:
+    """Pixels of an object that touch a different object (8-neighbourhood): the seams that keep
+    touching objects apart when a label image is reduced to a mask."""
+    labels = np.asarray(labels)
+    background_high = np.where(labels == 0, np.iinfo(labels.dtype).max if labels.dtype.kind in "iu"
+                               else np.inf, labels)
+    lowest = ndimage.minimum_filter(background_high, size=3)
+    highest = ndimage.maximum_filter(labels, size=3)
+    return (labels > 0) & ((lowest != labels) | (highest != labels))

@@ -1,0 +1,57 @@
+"""Training: targets, determinism, best-checkpoint metadata, resuming."""
+import json
+
+import numpy as np
+import torch
+
+from segmenter import Checkpoint
+from segmenter.training import TrainConfig, seam_target, train
+
+
+def tiny_config(data, out, **changes) -> TrainConfig:
+    settings = dict(data=[str(data)], out=str(out), depth=2, n_filters=4, crop=64, batch_size=2,
+                    epochs=2, steps_per_epoch=2, val_fraction=0.25, seed=7)
+    return TrainConfig(**(settings | changes))
+
+
+def test_seam_between_touching_nuclei_is_removed_from_the_target():
+    labels = np.zeros((6, 8), np.int32)
+    labels[1:5, 1:4] = 1
+    labels[1:5, 4:7] = 2
+    target, seams = seam_target(labels)
+    assert seams[1:5, 3].all() and seams[1:5, 4].all()
+    assert not seams[:, :3].any() and not seams[:, 5:].any()
+    assert target.sum() == (labels > 0).sum() - seams.sum()
+
+
+def test_training_writes_best_checkpoint_with_provenance(tmp_path, synthetic_dataset):
+    out = tmp_path / "model.pt"
+    checkpoint = train(tiny_config(synthetic_dataset, out), progress=False)
+    loaded = Checkpoint.load(out)
+    assert loaded.family == "unet" and loaded.class_names == ["background", "nucleus"]
+    assert loaded.training["config"]["seed"] == 7
+    assert loaded.training["data"]["n_train"] == 3 and loaded.training["data"]["n_val"] == 1
+    assert set(loaded.metrics["val_f1"]) == {"0"}
+    assert len(loaded.training["history"]) == 2 == len(checkpoint.training["history"])
+    history = json.loads(out.with_name("model.history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2]
+
+
+def test_same_seed_gives_identical_weights(tmp_path, synthetic_dataset):
+    first = train(tiny_config(synthetic_dataset, tmp_path / "a.pt", epochs=1), progress=False)
+    second = train(tiny_config(synthetic_dataset, tmp_path / "b.pt", epochs=1), progress=False)
+    for key, tensor in first.state_dict.items():
+        assert torch.equal(tensor, second.state_dict[key]), key
+
+
+def test_resume_continues_where_training_stopped(tmp_path, synthetic_dataset):
+    out = tmp_path / "model.pt"
+    train(tiny_config(synthetic_dataset, out, epochs=1), progress=False)
+    resumed = train(tiny_config(synthetic_dataset, out, epochs=2, resume=True), progress=False)
+    assert [entry["epoch"] for entry in resumed.training["history"]] == [1, 2]
+
+
+def test_defocus_levels_add_blurred_validation_sets(tmp_path, synthetic_dataset):
+    checkpoint = train(tiny_config(synthetic_dataset, tmp_path / "m.pt", epochs=1,
+                                   defocus_levels=[2.0], val_defocus_levels=[3.0]), progress=False)
+    assert set(checkpoint.training["history"][0]["val_f1"]) == {"0", "3"}
