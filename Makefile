@@ -24,3 +24,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+demo: $(STAMP)
+	$(BIN)/python -m cyseg demo

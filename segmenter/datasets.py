@@ -29,7 +29,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.size == 0:
-        raise ValueError(f"empty image: {path}")
+        raise ValueError(f"cannot read image {path}: it holds no pixels (corrupt or empty file)")
     return image
 
 

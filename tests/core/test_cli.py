@@ -1,0 +1,82 @@
+"""The command line: segment, evaluate, train; clear errors for bad input."""
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cyseg.cli import main
+from segmenter.datasets import read_image
+
+
+def test_segment_writes_uint16_labels_and_geojson_per_input(tmp_path, synthetic_dataset, capsys):
+    images = sorted((synthetic_dataset / "images").iterdir())[:2]
+    assert main(["segment", *map(str, images), "--out", str(tmp_path / "out")]) == 0
+    for image in images:
+        labels = tifffile.imread(tmp_path / "out" / f"{image.stem}.tif")
+        truth = read_image(synthetic_dataset / "labels" / f"{image.stem}.tif")
+        assert labels.dtype == np.uint16 and labels.shape == truth.shape
+        assert abs(int(labels.max()) - int(truth.max())) <= 2
+        features = json.loads((tmp_path / "out" / f"{image.stem}.geojson").read_text())["features"]
+        assert len(features) == labels.max()
+        assert {f["properties"]["class"] for f in features} == {"nucleus"}
+    assert "objects in 2 image(s)" in capsys.readouterr().out
+
+
+def test_evaluate_writes_metrics_report_and_plots(tmp_path, synthetic_dataset):
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", "default", "--images", str(synthetic_dataset / "images"),
+                 "--labels", str(synthetic_dataset / "labels"), "--defocus", "0,4", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for section in (metrics["overall"], *metrics["per_level"].values()):
+        assert {"precision", "recall", "f1", "ap50", "dice", "jaccard", "count_mape"} <= set(section)
+    assert set(metrics["per_level"]) == {"0", "4"}
+    assert 0 < metrics["nhm"] <= 1
+    assert metrics["per_level"]["0"]["f1"] > 0.8
+    assert "connected_components" in metrics
+    report = (out / "report.md").read_text()
+    assert f"{metrics['per_level']['0']['f1']:.3f}" in report
+    for plot in ("pr_curve.png", "f1_per_level.png", "overlay.png"):
+        assert Image.open(out / plot).size[0] > 100
+
+
+def test_corrupt_image_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    assert main(["segment", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_missing_model_is_a_one_line_error(tmp_path, synthetic_dataset, capsys):
+    image = next((synthetic_dataset / "images").iterdir())
+    assert main(["segment", str(image), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path)]) == 2
+    assert "model not found" in capsys.readouterr().err
+
+
+def test_train_without_labels_names_the_folder(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a.png")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "no image/label pairs" in capsys.readouterr().err
+
+
+def test_bad_defocus_list_is_rejected(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--images", "x", "--labels", "y", "--defocus", "a,b", "--out", str(tmp_path)])
+
+
+def test_default_model_on_bbbc039_val(shared_data, tmp_path):
+    """A regression guard on two real images (the full numbers are in the model card)."""
+    val = shared_data / "bbbc039" / "val"
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((val / "images").iterdir())[:2]:
+        (images / path.name).symlink_to(path)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--images", str(images), "--labels", str(val / "labels"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["overall"]["f1"] > 0.85
+    assert metrics["overall"]["f1"] >= metrics["connected_components"]["overall"]["f1"]
