@@ -28,10 +28,6 @@ def error_body(status: int, message: str) -> JSONResponse:
                         headers={"Cache-Control": "no-store"})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class Limits:
     """ASGI middleware: refuse bodies over `max_body_bytes` (413) and mark every response `no-store`.
 
@@ -46,36 +42,29 @@ class Limits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = error_body(413, f"request body larger than {self.max_body_bytes} bytes")
+        message = f"request body larger than {self.max_body_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await too_large(scope, receive, send)
+            await error_body(PayloadTooLarge.status, message)(scope, receive, send)
             return
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
+            """Bodies without a Content-Length are counted as they arrive (the route answers 413)."""
             nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
+            event = await receive()
+            received += len(event.get("body", b""))
             if received > self.max_body_bytes:
-                raise _BodyTooLarge
-            return message
+                raise PayloadTooLarge(message)
+            return event
 
-        async def marking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
-                message = {**message, "headers": headers + [(b"cache-control", b"no-store")]}
-            await send(message)
+        async def marking_send(event: Message) -> None:
+            if event["type"] == "http.response.start":
+                headers = [(k, v) for k, v in event.get("headers", []) if k.lower() != b"cache-control"]
+                event = {**event, "headers": headers + [(b"cache-control", b"no-store")]}
+            await send(event)
 
-        try:
-            await self.app(scope, counting_receive, marking_send)
-        except _BodyTooLarge:
-            if started:
-                raise
-            await too_large(scope, receive, send)
+        await self.app(scope, counting_receive, marking_send)
 
 
 def _validation_message(error: RequestValidationError) -> str:

@@ -52,7 +52,7 @@ def user(record: r.User, with_keys: bool) -> JsonObject:
     body: JsonObject = {
         "id": record.id, "class": r.USER_JOB_CLASS if record.algo else r.USER_CLASS,
         "username": record.username, "firstname": record.username, "lastname": "", "email": "",
-        "created": _time(record.created), "algo": record.algo, "admin": not record.algo, "user": None,
+        "created": _time(record.created), "algo": record.algo, "admin": not record.algo,
         "guest": False, "isSwitched": False, "job": record.job}
     if record.algo:
         body["humanUsername"] = record.username

@@ -50,6 +50,6 @@ def measure(geometry: BaseGeometry) -> Measures:
     return Measures(float(valid.area), float(valid.length), float(centroid.x), float(centroid.y))
 
 
-def to_raster(geometry: BaseGeometry, image_height: int) -> BaseGeometry:
-    """The same geometry with the origin at the top-left (y pointing down)."""
+def to_raster(geometry: BaseGeometry | np.ndarray, image_height: int) -> BaseGeometry | np.ndarray:
+    """The same geometry (or array of geometries) with the origin at the top-left (y pointing down)."""
     return shapely.transform(geometry, lambda xy: np.column_stack([xy[:, 0], image_height - xy[:, 1]]))

@@ -11,10 +11,10 @@ import shapely
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
 
-from cyseg.server import regions, render
+from cyseg.server import render
 from cyseg.server.cytomine_json import JOB_STATUS_NAMES
 from cyseg.server.geometry import to_raster
-from cyseg.server.pictures import Mode, picture
+from cyseg.server.pictures import thumbnail_picture
 from cyseg.server.records import Image, Job, Project
 from cyseg.server.routes.deps import get_slides, get_store
 from cyseg.server.routes.images import image_response
@@ -96,8 +96,7 @@ def image_page(image_id: int, store: Store = Depends(get_store)) -> HTMLResponse
 @router.get("/ui/image/{image_id}/thumb.png")
 def image_thumb(image_id: int, store: Store = Depends(get_store),
                 slides: SlideLibrary = Depends(get_slides)) -> Response:
-    image = store.image(image_id)
-    return image_response(picture(slides, image, regions.thumbnail(image, THUMB_SIZE), Mode.CROP), "png")
+    return image_response(thumbnail_picture(slides, store.image(image_id), THUMB_SIZE), "png")
 
 
 @router.get("/ui/image/{image_id}/overlay.png")
@@ -105,11 +104,10 @@ def image_overlay(image_id: int, store: Store = Depends(get_store),
                   slides: SlideLibrary = Depends(get_slides)) -> Response:
     """The thumbnail with every annotation (people's and jobs') outlined."""
     image = store.image(image_id)
-    region = regions.thumbnail(image, OVERLAY_SIZE)
+    base = thumbnail_picture(slides, image, OVERLAY_SIZE)
     annotations, _ = store.annotations(AnnotationQuery(images=(image.id,), include_algo=True))
     colors = {t.id: t.color for t in store.terms(store.project(image.project).ontology)}
     geometries = to_raster(shapely.from_wkt([a.location for a in annotations]), image.height)
     shapes = [(g, colors.get(a.terms[0], HUMAN_COLOR) if a.terms else ALGO_COLOR if a.algo else HUMAN_COLOR)
               for g, a in zip(geometries, annotations)]
-    base = picture(slides, image, region, Mode.CROP)
-    return image_response(render.outlines(base, shapes, region.size[0] / image.width), "png")
+    return image_response(render.outlines(base, shapes, base.width / image.width), "png")

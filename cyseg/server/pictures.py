@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
+from functools import lru_cache
 
 import shapely
 from PIL import Image as PilImage
@@ -10,7 +11,7 @@ from PIL import Image as PilImage
 from cyseg.server import render
 from cyseg.server.geometry import to_raster
 from cyseg.server.records import Annotation, Image
-from cyseg.server.regions import Region
+from cyseg.server.regions import Region, thumbnail
 from cyseg.server.slides import SlideLibrary
 
 
@@ -32,3 +33,9 @@ def picture(slides: SlideLibrary, image: Image, region: Region, mode: Mode,
     pixels = slides.read(image.path, *region.box, region.size).convert("RGBA")
     pixels.putalpha(drawn)
     return pixels
+
+
+@lru_cache(maxsize=64)
+def thumbnail_picture(slides: SlideLibrary, image: Image, max_size: int) -> PilImage.Image:
+    """The whole image fitted into `max_size`, cached (slides do not change while served); do not modify it."""
+    return picture(slides, image, thumbnail(image, max_size), Mode.CROP)

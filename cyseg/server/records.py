@@ -164,7 +164,6 @@ class AttachedFile:
 # Cytomine's domain class names, used in JSON (`class`) and to address properties and attached files.
 PROJECT_CLASS = "be.cytomine.project.Project"
 IMAGE_CLASS = "be.cytomine.image.ImageInstance"
-ABSTRACT_IMAGE_CLASS = "be.cytomine.image.AbstractImage"
 SLICE_CLASS = "be.cytomine.image.SliceInstance"
 USER_CLASS = "be.cytomine.security.User"
 USER_JOB_CLASS = "be.cytomine.security.UserJob"

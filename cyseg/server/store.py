@@ -339,12 +339,18 @@ class Store:
         sql = "SELECT * FROM software_parameters WHERE software = ?"
         if not with_set_by_server:
             sql += " AND set_by_server = 0"
-        return [SoftwareParameter(*row) for row in self._connection().execute(sql + " ORDER BY idx, id",
-                                                                              (software,))]
+        return [self._software_parameter(row) for row in self._connection().execute(sql + " ORDER BY idx, id",
+                                                                                    (software,))]
 
     def software_parameter(self, parameter_id: int) -> SoftwareParameter:
-        return SoftwareParameter(*self._one("SELECT * FROM software_parameters WHERE id = ?", (parameter_id,),
-                                            "software parameter", parameter_id))
+        return self._software_parameter(self._one("SELECT * FROM software_parameters WHERE id = ?",
+                                                  (parameter_id,), "software parameter", parameter_id))
+
+    @staticmethod
+    def _software_parameter(row: tuple) -> SoftwareParameter:
+        parameter_id, software, name, kind, default, required, set_by_server, *rest = row
+        return SoftwareParameter(parameter_id, software, name, kind, default, bool(required), bool(set_by_server),
+                                 *rest)
 
     def create_job(self, project: int, software: int, creator: int) -> tuple[Job, User]:
         """A new job (status NOT LAUNCHED) and the user it runs as, with its own keys."""

@@ -1,1 +1,1 @@
-"""The REST API, one module per group of Cytomine resources; `API_ROUTERS` lists them."""
+"""The REST API under /api, one module per group of Cytomine resources (assembled in cyseg.server.app)."""

@@ -6,6 +6,7 @@ Annotations a job user creates are algo annotations: listings leave them out unl
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import shapely
@@ -139,20 +140,6 @@ def delete_annotation(annotation_id: int, user: User = Depends(authenticated), s
         "message": f"Annotation {annotation_id} deleted"}
 
 
-@router.get("/annotation/{annotation_id:int}/{mode}.{extension}")
-def annotation_picture(annotation_id: int, mode: Mode, extension: str, zoom: int | None = None,
-                       max_size: int | None = Query(None, alias="maxSize"),
-                       increase_area: float | None = Query(None, alias="increaseArea"), bits: str | None = None,
-                       store: Store = Depends(get_store), slides: SlideLibrary = Depends(get_slides)) -> Response:
-    """The annotation's bounding box (optionally enlarged by `increaseArea`) as crop, mask or alphamask."""
-    check_bits(bits)
-    annotation = store.annotation(annotation_id)
-    image = store.image(annotation.image)
-    x, y, width, height = crop_box(annotation, image, increase_area or 1.0)
-    region = regions.window(image, x, y, width, height, zoom, max_size)
-    return image_response(picture(slides, image, region, mode, [annotation]), extension)
-
-
 def crop_box(annotation: Annotation, image: Image, increase_area: float) -> tuple[int, int, int, int]:
     """The annotation's bounding box in raster coordinates, scaled about its centre, clipped to the image."""
     if increase_area <= 0:
@@ -164,3 +151,24 @@ def crop_box(annotation: Annotation, image: Image, increase_area: float) -> tupl
     right = min(image.width, math.ceil(center_x + half_w))
     bottom = min(image.height, math.ceil(center_y + half_h))
     return left, top, max(1, right - left), max(1, bottom - top)
+
+
+def picture_route(mode: Mode) -> Callable[..., Response]:
+    """The route of one kind of annotation picture (registered below for crop, mask and alphamask)."""
+    def annotation_picture(annotation_id: int, extension: str, zoom: int | None = None,
+                           max_size: int | None = Query(None, alias="maxSize"),
+                           increase_area: float | None = Query(None, alias="increaseArea"),
+                           bits: str | None = None, store: Store = Depends(get_store),
+                           slides: SlideLibrary = Depends(get_slides)) -> Response:
+        """The annotation's bounding box (optionally enlarged by `increaseArea`) as crop, mask or alphamask."""
+        check_bits(bits)
+        annotation = store.annotation(annotation_id)
+        image = store.image(annotation.image)
+        region = regions.window(image, *crop_box(annotation, image, increase_area or 1.0), zoom, max_size)
+        return image_response(picture(slides, image, region, mode, [annotation]), extension)
+    return annotation_picture
+
+
+for _mode in Mode:
+    router.add_api_route(f"/annotation/{{annotation_id:int}}/{_mode.value}.{{extension}}", picture_route(_mode),
+                         methods=["GET"])

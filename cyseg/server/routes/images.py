@@ -11,7 +11,7 @@ from PIL import Image as PilImage
 from cyseg.server import cytomine_json as cj
 from cyseg.server import regions, render
 from cyseg.server.errors import BadRequest, NotFound
-from cyseg.server.pictures import Mode, picture
+from cyseg.server.pictures import Mode, picture, thumbnail_picture
 from cyseg.server.records import Image
 from cyseg.server.routes.deps import get_slides, get_store, get_urls, id_list
 from cyseg.server.slides import SlideLibrary
@@ -92,8 +92,7 @@ def thumb(kind: ImageKind, ident: int, extension: str, max_size: int = Query(cj.
           slides: SlideLibrary = Depends(get_slides)) -> Response:
     check_bits(bits)
     render.media_type(extension)
-    image = resolve(store, kind, ident)
-    return image_response(picture(slides, image, regions.thumbnail(image, max_size), Mode.CROP), extension)
+    return image_response(thumbnail_picture(slides, resolve(store, kind, ident), max_size), extension)
 
 
 @router.get("/imageinstance/{image_id}/download")
