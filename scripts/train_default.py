@@ -18,13 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from segmenter.checkpoint import Checkpoint  # noqa: E402
 from segmenter.registry import SHIPPED, WEIGHTS_DIR  # noqa: E402
 from segmenter.training import TrainConfig, train  # noqa: E402
 
 LEVELS = "0,2,4,8"
 
 
-def model_card(checkpoint_path: Path, config: TrainConfig, metrics: dict, command: str) -> str:
+def model_card(checkpoint_path: Path, config: TrainConfig, metrics: dict, command: str,
+               postprocess: dict) -> str:
     overall, per_level = metrics["overall"], metrics["per_level"]
     baseline = metrics.get("connected_components", {}).get("per_level", {})
     rows = "\n".join(
@@ -39,17 +41,23 @@ nuclei by marker-controlled watershed on the distance transform.
 - **Date**: {date.today().isoformat()}
 - **Architecture**: U-Net, depth {config.depth}, {config.n_filters} filters at the first level
   doubling per level, batch norm, 1 input channel (grey; colour input is averaged), sigmoid output.
-- **Input**: per-image percentile normalisation (1st–99.8th), any size (padded), 8/16-bit.
+- **Input**: per-image percentile normalisation (1st–99.8th) with a noise floor: the span
+  mapped to 1 is at least {config.normalization['min_snr']:g}× the pixel noise σ, so an empty field is not
+  stretched until its noise looks like nuclei (in bbbc039/train the span is ≤ 11σ in the two
+  empty fields and ≥ 100σ in every field with nuclei). Any size (padded), 8/16-bit.
 - **Training data**: `bbbc039/train` (U2OS nuclei, Hoechst, CC0; Caicedo et al. 2019), 90% for
   training and a seeded 10% for checkpoint selection. `bbbc039/val` was not used for training or
   selection; the numbers below are on it.
 - **Recipe**: random {config.crop}² crops, batch {config.batch_size}, {config.epochs} epochs ×
   {config.steps_per_epoch} steps, Adam (lr {config.lr}, cosine schedule), loss = BCE (seams
   between touching nuclei weighted ×{1 + config.seam_weight:g} and removed from the target) +
-  soft Dice; augmentation: flips, 90° turns, translations, intensity jitter, and optical defocus
-  (levels {config.defocus_levels} px, probability {config.defocus_prob}); seed {config.seed}.
-- **Post-processing**: threshold 0.5, hole filling, watershed split, objects under the minimum
-  size removed (see the checkpoint's `postprocess`).
+  soft Dice; augmentation: flips, 90° turns, translations, intensity jitter, empty-field crops
+  (background level + pixel noise, probability {config.background_prob}) and optical defocus
+  (circle of confusion softened by a Gaussian; levels {config.defocus_levels} px, probability
+  {config.defocus_prob}); seed {config.seed}.
+- **Post-processing**: threshold, hole filling, watershed split (markers `min_distance` apart),
+  small objects removed; threshold, `min_distance` and minimum size chosen on the held-out 10%
+  of train (`segmenter.tuning`): {postprocess}.
 - **Reproduce**: `{command}`
 
 ## Validation (bbbc039/val, 20 images, IoU ≥ 0.5)
@@ -92,7 +100,8 @@ def main() -> int:
                     "--out", str(eval_dir)], check=True)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     command = "python scripts/train_default.py" + (f" --epochs {args.epochs}" if args.epochs != 24 else "")
-    out.with_suffix(".md").write_text(model_card(out, config, metrics, command))
+    postprocess = Checkpoint.load(out).postprocess
+    out.with_suffix(".md").write_text(model_card(out, config, metrics, command, postprocess))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 

@@ -4,7 +4,8 @@ Targets are the nuclei minus the one-pixel seams where two nuclei touch, so the 
 to keep touching nuclei apart; those seam pixels also get extra weight in the BCE term
 (after Ronneberger et al. 2015, who weight borders between touching cells). Loss: weighted BCE
 + soft Dice; Adam with a cosine learning-rate schedule; the checkpoint with the best validation
-F1 (IoU >= 0.5, mean over the in-focus and the `val_defocus_levels` blurred validation sets) is kept; a state file next to the output makes training resumable.
+F1 (IoU >= 0.5, mean over the in-focus and the `val_defocus_levels` blurred validation sets) is kept,
+and its post-processing is then tuned on the in-focus validation images (`segmenter.tuning`); a state file next to the output makes training resumable.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage, load_labelled
 from segmenter.inputs import to_channels
 from segmenter.unet import UNet
+from segmenter.tuning import tune_postprocess
 from segmenter.unet_segmenter import UNetSegmenter
 from transforms import Augmenter, Normalization, PostProcess, defocus, touching_borders
 
@@ -60,8 +62,10 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     pixel_size_um: float | None = None
-    normalization: dict[str, Any] = field(default_factory=lambda: Normalization().to_dict())
+    background_prob: float = 0.1
+    normalization: dict[str, Any] = field(default_factory=lambda: Normalization(min_snr=20.0).to_dict())
     postprocess: dict[str, Any] = field(default_factory=lambda: PostProcess().to_dict())
+    tune_postprocess: bool = True
     resume: bool = False
 
 
@@ -88,8 +92,8 @@ class CropSampler:
         self.crop = config.crop
         self.rng = rng
         self.normalize = Normalization.from_dict(config.normalization)
-        self.augment = Augmenter(defocus_levels=tuple(config.defocus_levels),
-                                 defocus_prob=config.defocus_prob)
+        self.augment = Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical",
+                                 defocus_prob=config.defocus_prob, background_prob=config.background_prob)
         self.seam_weight = config.seam_weight
 
     def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,5 +228,16 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     bar.close()
     best_checkpoint = Checkpoint.load(out)
     best_checkpoint.training["history"] = history
+    if config.tune_postprocess:
+        best_checkpoint = with_tuned_postprocess(best_checkpoint, val_samples, device)
     best_checkpoint.save(out)
     return best_checkpoint
+
+
+def with_tuned_postprocess(checkpoint: Checkpoint, samples: list[LabelledImage],
+                           device: torch.device | str | None = None) -> Checkpoint:
+    """The checkpoint with the post-processing that scores best on the in-focus `samples`."""
+    postprocess, f1 = tune_postprocess(UNetSegmenter(checkpoint, device=device), samples)
+    checkpoint.postprocess, checkpoint.threshold = postprocess.to_dict(), postprocess.threshold
+    checkpoint.metrics["val_f1_tuned_postprocess"] = f1
+    return checkpoint

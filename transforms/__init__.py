@@ -4,11 +4,11 @@ from .compose import Compose, PostProcess
 from .defocus import blur_measure, defocus, defocus_psf, disk_psf, gaussian_psf
 from .instances import connected_components, instance_scores, relabel_consecutive, split_touching, touching_borders
 from .morphology import erode_dilate, fill_holes, remove_large_objects, remove_small_objects, smooth, threshold
-from .normalize import Normalization, percentile_normalize, zscore_normalize
+from .normalize import Normalization, noise_sigma, percentile_normalize, zscore_normalize
 
 __all__ = [
     "Augmenter", "Compose", "Normalization", "PostProcess", "blur_measure", "connected_components", "defocus",
-    "defocus_psf", "disk_psf", "erode_dilate", "fill_holes", "gaussian_psf", "instance_scores", "intensity_jitter",
+    "defocus_psf", "disk_psf", "erode_dilate", "fill_holes", "gaussian_psf", "instance_scores", "intensity_jitter", "noise_sigma",
     "percentile_normalize", "random_flip", "random_rot90", "random_translate", "relabel_consecutive",
     "remove_large_objects", "remove_small_objects", "smooth", "split_touching", "threshold", "touching_borders",
     "zscore_normalize",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .defocus import defocus
+from .normalize import noise_sigma
 
 
 def _check_pair(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +98,16 @@ def intensity_jitter(image: np.ndarray, rng: np.random.Generator, scale: tuple[f
     return (x * s + t * (hi - lo)).astype(image.dtype)
 
 
+def background_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An object-free image with `image`'s background level (1st percentile) and pixel noise
+    (`noise_sigma`), per channel: teaches a model that an empty field holds nothing."""
+    x = np.asarray(image, dtype=np.float32)
+    x3 = x[..., None] if x.ndim == 2 else x
+    level = np.percentile(x3, 1, axis=(0, 1), keepdims=True)
+    noise = rng.normal(0.0, 1.0, x3.shape) * noise_sigma(x3)
+    return (level + noise).reshape(x.shape).astype(np.float32)
+
+
 @dataclass
 class Augmenter:
     """Random flips, 90-degree turns, translation, defocus and intensity jitter, in that order.
@@ -104,6 +115,8 @@ class Augmenter:
     With probability `defocus_prob` the image is defocused at a level drawn uniformly from
     `defocus_levels` (px, see `transforms.defocus`; empty = never) with the `psf` kind, and then
     gets the `photons` / `read_noise` sensor noise. `translate` is the maximum shift (0 = off).
+    With probability `background_prob` the pair is replaced first by an empty one
+    (`background_like`, labels all zero).
     """
 
     flips: bool = True
@@ -115,15 +128,19 @@ class Augmenter:
     psf: str = "disk"
     photons: float | None = None
     read_noise: float = 0.0
+    background_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.defocus_prob <= 1.0:
-            raise ValueError(f"expected defocus_prob in [0, 1], got {self.defocus_prob}")
+        for name in ("defocus_prob", "background_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"expected {name} in [0, 1], got {getattr(self, name)}")
         self.defocus_levels = tuple(float(v) for v in self.defocus_levels)
 
     def __call__(self, image: np.ndarray, labels: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image, labels = _check_pair(image, labels)
+        if self.background_prob and rng.random() < self.background_prob:
+            image, labels = background_like(image, rng), np.zeros_like(labels)
         if self.flips:
             image, labels = random_flip(image, labels, rng)
         if self.rot90:

@@ -35,12 +35,27 @@ def _per_channel(values: float | Sequence[float] | None, n_channels: int, name: 
     return np.broadcast_to(arr, (n_channels,))
 
 
+def noise_sigma(image: np.ndarray, per_channel: bool = True) -> np.ndarray:
+    """Robust estimate of the pixel noise's standard deviation: the median absolute deviation
+    of differences between horizontal neighbours, which structures hardly affect. Shape (1, 1, C)
+    (or (1, 1, 1) when not per channel)."""
+    x = _as_float_hwc(image)
+    diffs = x[:, 1:] - x[:, :-1] if x.shape[1] > 1 else x[1:] - x[:-1]
+    diffs = diffs.reshape(-1, x.shape[2]) if per_channel else diffs.reshape(-1, 1)
+    if diffs.shape[0] == 0:
+        return np.zeros((1, 1, diffs.shape[1]))
+    mad = np.median(np.abs(diffs - np.median(diffs, axis=0)), axis=0)
+    return (1.4826 * mad / np.sqrt(2)).reshape(1, 1, -1)
+
+
 def percentile_normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8,
-                         per_channel: bool = True) -> np.ndarray:
+                         per_channel: bool = True, min_snr: float = 0.0) -> np.ndarray:
     """Map the `low` and `high` percentiles to 0 and 1 (values outside are not clipped).
 
-    A channel (or image) whose two percentiles coincide, e.g. a constant one, maps to zeros.
-    Returns float32 with the input's shape.
+    With `min_snr` > 0 the span that maps to 1 is at least `min_snr` times the noise (see
+    `noise_sigma`), so an image of pure background is not stretched until its noise looks like
+    objects. A channel (or image) whose two percentiles coincide, e.g. a constant one, maps to
+    zeros. Returns float32 with the input's shape.
     """
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"expected 0 <= low < high <= 100, got low={low}, high={high}")
@@ -49,6 +64,8 @@ def percentile_normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8
     lo = np.percentile(x, low, axis=axes, keepdims=True)
     hi = np.percentile(x, high, axis=axes, keepdims=True)
     span = hi - lo
+    if min_snr > 0:
+        span = np.maximum(span, min_snr * noise_sigma(image, per_channel))
     ok = span > 0
     out = np.where(ok, (x - lo) / np.where(ok, span, 1.0), 0.0)
     return out.reshape(np.shape(image)).astype(np.float32)
@@ -76,8 +93,8 @@ def zscore_normalize(image: np.ndarray, mean: float | Sequence[float] | None = N
 class Normalization:
     """A serialisable input normalisation, stored in model checkpoints.
 
-    kind: "percentile" (uses `low`, `high`), "zscore" (uses `mean`, `std`, computed per image
-    when None) or "none" (cast to float32 only).
+    kind: "percentile" (uses `low`, `high` and the noise floor `min_snr`), "zscore" (uses
+    `mean`, `std`, computed per image when None) or "none" (cast to float32 only).
     """
 
     kind: str = "percentile"
@@ -85,6 +102,7 @@ class Normalization:
     high: float = 99.8
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    min_snr: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -94,7 +112,7 @@ class Normalization:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.kind == "percentile":
-            return percentile_normalize(image, self.low, self.high)
+            return percentile_normalize(image, self.low, self.high, min_snr=self.min_snr)
         if self.kind == "zscore":
             return zscore_normalize(image, self.mean, self.std)
         return _as_float_hwc(image).reshape(np.shape(image)).astype(np.float32)

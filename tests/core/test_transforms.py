@@ -428,3 +428,28 @@ def test_defocus_rejects_bad_input():
         defocus(np.zeros((5, 5)), 1, photons=0)
     with pytest.raises(ValueError, match="dtype bool"):
         defocus(np.zeros((5, 5), bool), 1)
+
+
+def test_noise_floor_keeps_an_empty_field_dark():
+    from transforms import Normalization, noise_sigma
+    rng = np.random.default_rng(0)
+    empty = rng.normal(150, 5, (128, 128))
+    assert abs(float(noise_sigma(empty).ravel()[0]) - 5) < 0.5
+    assert Normalization(min_snr=0)(empty).max() > 0.9        # stretched: noise looks like signal
+    assert Normalization(min_snr=20)(empty).max() < 0.5       # floored: stays dim
+    field = empty.copy()
+    field[40:60, 40:60] += 1000                               # a bright object: floor inactive
+    np.testing.assert_allclose(Normalization(min_snr=20)(field), Normalization()(field))
+
+
+def test_background_augmentation_gives_empty_labels_with_the_same_noise():
+    from transforms import Augmenter, noise_sigma
+    rng = np.random.default_rng(1)
+    image = rng.normal(100, 3, (64, 64)).astype(np.float32)
+    image[10:30, 10:30] += 500
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:30, 10:30] = 1
+    out, out_labels = Augmenter(background_prob=1.0, jitter=False)(image, labels, rng)
+    assert not out_labels.any()
+    assert out.max() < 150
+    assert abs(float(noise_sigma(out).ravel()[0]) - 3) < 0.5
