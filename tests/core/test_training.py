@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from segmenter import Checkpoint
+from metrics import match_instances
 from segmenter.training import TrainConfig, seam_target, train
 
 
@@ -55,3 +56,23 @@ def test_defocus_levels_add_blurred_validation_sets(tmp_path, synthetic_dataset)
     checkpoint = train(tiny_config(synthetic_dataset, tmp_path / "m.pt", epochs=1,
                                    defocus_levels=[2.0], val_defocus_levels=[3.0]), progress=False)
     assert set(checkpoint.training["history"][0]["val_f1"]) == {"0", "3"}
+
+
+def test_tuning_picks_the_best_setting_of_the_grid(synthetic_dataset):
+    import segmenter
+    from segmenter.datasets import load_labelled
+    from segmenter.tuning import tune_postprocess
+
+    samples = load_labelled(synthetic_dataset)[:2]
+    model = segmenter.load("default")
+    grid = {"min_distance": (1, 7)}
+    chosen, f1 = tune_postprocess(model, samples, grid)
+    scores = {}
+    for distance in grid["min_distance"]:
+        model.postprocess.min_distance = distance
+        found = [model.instances(s.image).labels for s in samples]
+        matchings = [match_instances(f, s.labels) for f, s in zip(found, samples)]
+        tp, fp, fn = (sum(getattr(m, k) for m in matchings) for k in ("tp", "fp", "fn"))
+        scores[distance] = 2 * tp / (2 * tp + fp + fn)
+    assert chosen.min_distance == max(scores, key=scores.get)
+    assert f1 == max(scores.values())
