@@ -12,15 +12,11 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train a U-Net segmenter",
-                                   description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True, metavar="DIR",
-                        help="folder with images/ and labels/ (repeat to combine folders)")
+def add_recipe_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The training recipe's options (shared by every command that trains)."""
     parser.add_argument("--val-data", action="append", default=[], metavar="DIR",
-                        help="validation folder (default: hold out --val-fraction of --data)")
+                        help="validation folder (default: hold out --val-fraction of the training data)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--out", required=True, help="checkpoint to write (the best on validation)")
     parser.add_argument("--in-channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--filters", type=int, default=16, help="filters at the first level")
@@ -35,19 +31,34 @@ def register(subparsers) -> None:
     parser.add_argument("--pixel-size", type=float, default=None, help="µm per pixel of the data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+
+
+def recipe_config(args: argparse.Namespace, data: list[str], out: str, resume: bool = False):
+    """The `TrainConfig` that `add_recipe_arguments`' options describe."""
+    from segmenter.training import TrainConfig
+
+    return TrainConfig(
+        data=data, out=out, val_data=args.val_data, val_fraction=args.val_fraction,
+        in_channels=args.in_channels, depth=args.depth, n_filters=args.filters, crop=args.crop,
+        batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        lr=args.lr, defocus_levels=args.defocus, defocus_prob=args.defocus_prob,
+        pixel_size_um=args.pixel_size, seed=args.seed, device=args.device, resume=resume)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a U-Net segmenter",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True, metavar="DIR",
+                        help="folder with images/ and labels/ (repeat to combine folders)")
+    parser.add_argument("--out", required=True, help="checkpoint to write (the best on validation)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's .state.pt")
+    add_recipe_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from segmenter.training import TrainConfig, train
+    from segmenter.training import train
 
-    config = TrainConfig(
-        data=args.data, out=args.out, val_data=args.val_data, val_fraction=args.val_fraction,
-        in_channels=args.in_channels, depth=args.depth, n_filters=args.filters, crop=args.crop,
-        batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        lr=args.lr, defocus_levels=args.defocus, defocus_prob=args.defocus_prob,
-        pixel_size_um=args.pixel_size, seed=args.seed, device=args.device, resume=args.resume)
-    checkpoint = train(config)
+    checkpoint = train(recipe_config(args, args.data, args.out, args.resume))
     print(f"wrote {args.out}: validation F1 {checkpoint.metrics.get('val_f1')}")
     return 0
