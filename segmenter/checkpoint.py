@@ -55,8 +55,12 @@ class Checkpoint:
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        metadata = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "state_dict"}
-        return _plain(metadata) | {"state_dict": self.state_dict}
+        metadata = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.name not in ("state_dict", "children")}
+        children = {name: _plain({k: v for k, v in child.items() if k != "state_dict"})
+                    | ({"state_dict": child["state_dict"]} if "state_dict" in child else {})
+                    for name, child in self.children.items()}
+        return _plain(metadata) | {"children": children, "state_dict": self.state_dict}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "checkpoint") -> "Checkpoint":

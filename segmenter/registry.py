@@ -12,10 +12,15 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 FAMILIES: dict[str, type[Segmenter]] = {}
 
-# Shipped model names -> files in WEIGHTS_DIR. "default" is what the app uses unless told otherwise.
+# Shipped model names -> files in WEIGHTS_DIR. "default" is what the app uses unless told otherwise;
+# "focus" is the focus-quality classifier (segmenter.focus.load_focus_classifier, not a Segmenter).
 SHIPPED: dict[str, str] = {
     "default": "unet-bbbc039.pt",
     "unet": "unet-bbbc039.pt",
+    "focus": "focuslitenn-10.pt",
+    "focuslitenn-1": "focuslitenn-1.pt",
+    "focuslitenn-2": "focuslitenn-2.pt",
+    "focuslitenn-10": "focuslitenn-10.pt",
 }
 
 

@@ -135,3 +135,12 @@ def test_device_selection():
 def test_registry_knows_the_unet_family():
     assert segmenter.FAMILIES["unet"] is UNetSegmenter
     assert segmenter.model_path("default").name == segmenter.SHIPPED["default"]
+
+
+def test_nested_checkpoints_keep_their_tensors(tmp_path, checkpoint):
+    child = tiny_checkpoint(seed=1)
+    checkpoint.children = {"inner": child.to_dict()}
+    loaded = Checkpoint.load(checkpoint.save(tmp_path / "nested.pt"))
+    inner = Checkpoint.from_dict(loaded.children["inner"])
+    for key, tensor in child.state_dict.items():
+        assert torch.equal(inner.state_dict[key], tensor)

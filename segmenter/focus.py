@@ -1,0 +1,381 @@
+"""FocusLiteNN, a one-convolution focus-quality network, and the focus classifier built on it.
+
+After Wang, Hosseini, Miles, Plataniotis and Wang, "FocusLiteNN: High Efficiency Focus Quality
+Assessment for Digital Pathology", MICCAI 2020 (arXiv:2007.06565): `k` convolution kernels of
+7×7 at stride 5 over the RGB patch; with one kernel the patch score is the minimum of the
+response map (148 parameters), with several kernels the minimum and the maximum of each map
+are combined by a learned weighted sum. Written here from the paper's description; the
+weights are trained by this project (`scripts/train_focus.py`), not the authors'.
+
+Conventions, shared by every place a focus score appears (JSON, heat maps, the gated segmenter):
+
+- **score: higher = blurrier.** Shipped models are calibrated so that the score estimates the
+  defocus radius in pixels of the optical model in `transforms.defocus` (0 = in focus).
+- **blurry** means score > threshold (stored in the checkpoint, overridable).
+- **input**: grey or RGB (alpha dropped), any integer or float type; grey is fed as RGB with
+  equal channels. Each window is scaled to [0, 1] between its own darkest and brightest
+  samples (one per 5×5 cell, over all channels), so a score measures edge sharpness relative to
+  local contrast and 8-bit, 16-bit and float inputs look alike.
+- **windows**: an input is scored on `patch_size`-pixel windows (the size the model was trained
+  and calibrated on) on a grid with a stride (a multiple of 5). Only windows with *content*
+  count (`ContentRule`): empty glass or background, a few specks of dust, or a field of pure
+  noise say nothing about focus. The input's score is the median over windows with content;
+  an input without content scores NaN and is not blurry.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segmenter.base import resolve_device
+from segmenter.checkpoint import Checkpoint, ModelLoadError
+from segmenter.inputs import as_image_list
+from segmenter.registry import model_path
+
+FAMILY = "focuslitenn"
+KERNEL = 7
+STRIDE = 5
+#: Offset of the pixel sampled in each response cell (its centre).
+CENTRE = KERNEL // 2
+DEFAULT_MODEL = "focus"
+#: Pixels sampled per input (at most) to estimate its intensity range and noise.
+STATS_SAMPLES = 2 ** 12
+
+
+def window_cells(size: int) -> int:
+    """Response-map cells in a window of `size` pixels; `size` must be 7 + 5·n."""
+    if size < KERNEL or (size - KERNEL) % STRIDE:
+        raise ValueError(f"window size {size} px must be {KERNEL} + {STRIDE}·n (e.g. 252)")
+    return (size - KERNEL) // STRIDE + 1
+
+
+def stride_cells(stride: int) -> int:
+    """Response-map cells in a window stride of `stride` pixels (a positive multiple of 5)."""
+    if stride <= 0 or stride % STRIDE:
+        raise ValueError(f"window stride {stride} px must be a positive multiple of {STRIDE}")
+    return stride // STRIDE
+
+
+class FocusLiteNN(nn.Module):
+    """One convolution (`kernels` × 7×7, stride 5) and min (k = 1) or min+max (k > 1) pooling.
+
+    `forward` scores B×3×H×W windows already scaled by `normalize_window`; `window_extrema`
+    gives the pooled responses of all the windows of raw images at once.
+    """
+
+    def __init__(self, kernels: int = 1, in_channels: int = 3):
+        super().__init__()
+        if kernels < 1:
+            raise ValueError(f"FocusLiteNN needs at least one kernel, got {kernels}")
+        self.kernels = kernels
+        self.conv = nn.Conv2d(in_channels, kernels, KERNEL, stride=STRIDE)
+        self.combine = nn.Linear(2 * kernels, 1) if kernels > 1 else None
+
+    def head(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Scores from each kernel's minimum and maximum response (…×k each → …)."""
+        if self.combine is None:
+            return low[..., 0]
+        return self.combine(torch.cat([low, high], dim=-1))[..., 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        response = self.conv(x)
+        return self.head(response.amin(dim=(2, 3)), response.amax(dim=(2, 3)))
+
+    def window_extrema(self, raw: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
+                       window: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-window min and max response (B×h×w×k each) of raw B×C×H×W images (C = 1 or 3),
+        each window scaled as `(raw - offset) * scale` (offset, scale: B×1×h×w, scale > 0);
+        `window` and `stride` in response cells.
+
+        The scaling is applied after pooling (it is affine and increasing within a window, so
+        it commutes with min and max) and a grey image uses the kernels summed over the colour
+        channels (the same as three equal channels): the image is read once, by the convolution.
+        """
+        weight = self.conv.weight
+        if raw.shape[1] == 1:
+            weight = weight.sum(dim=1, keepdim=True)
+        response = F.conv2d(raw, weight, stride=STRIDE)
+        low, high = _pool(response, window, stride, "min"), _pool(response, window, stride, "max")
+        sums = weight.sum(dim=(1, 2, 3))[None, :, None, None]
+        bias = self.conv.bias[None, :, None, None]
+        low, high = ((v - offset * sums) * scale + bias for v in (low, high))
+        return low.permute(0, 2, 3, 1), high.permute(0, 2, 3, 1)
+
+
+def _pool(x: torch.Tensor, window: int, stride: int, how: str = "max") -> torch.Tensor:
+    """Max, min or mean ("max", "min", "mean") over the square windows of `window_starts` (in
+    cells) of …×H×W maps, as one 1-D pass per axis (exact, and cheap for large windows; windows
+    that tile the map are reduced in place, several times faster than a pooling kernel)."""
+    reduce = {"max": torch.amax, "min": torch.amin, "mean": torch.mean}[how]
+    for dim in (-2, -1):
+        size = x.shape[dim]
+        count = (size - window) // stride + 1
+        if stride == window:
+            pooled = reduce(x.narrow(dim, 0, count * window).unflatten(dim, (count, window)), dim=dim)
+        else:
+            kernel, step = ((window, 1), (stride, 1)) if dim == -2 else ((1, window), (1, stride))
+            if how == "mean":
+                pooled = F.avg_pool2d(x, kernel, step)
+            else:
+                sign = 1 if how == "max" else -1
+                pooled = sign * F.max_pool2d(sign * x, kernel, step)
+        if (size - window) % stride:
+            tail = reduce(x.narrow(dim, size - window, window), dim=dim, keepdim=True)
+            pooled = torch.cat([pooled, tail], dim=dim)
+        x = pooled
+    return x
+
+
+def window_starts(size: int, window: int, stride: int) -> np.ndarray:
+    """Where the windows along an axis of `size` px start: every `stride` px while they fit,
+    then one more ending at the last response cell when the regular ones leave a strip; an
+    input smaller than a window is padded (by reflection) to one window."""
+    cells, step = window_cells(window), stride_cells(stride)
+    last = max(0, (size - KERNEL) // STRIDE + 1 - cells)
+    starts = list(range(0, last + 1, step))
+    if starts[-1] != last:
+        starts.append(last)
+    return STRIDE * np.array(starts)
+
+
+def grid_shape(height: int, width: int, window: int, stride: int) -> tuple[int, int]:
+    """Rows and columns of the windows of a height×width input."""
+    return len(window_starts(height, window, stride)), len(window_starts(width, window, stride))
+
+
+def sample_centres(x: torch.Tensor) -> torch.Tensor:
+    """The centre pixel of every response cell of …×H×W images (one sample per 5×5 pixels)."""
+    cells = [(n - KERNEL) // STRIDE + 1 for n in x.shape[-2:]]
+    return x[..., CENTRE::STRIDE, CENTRE::STRIDE][..., :cells[0], :cells[1]]
+
+
+def normalize_window(window: torch.Tensor) -> torch.Tensor:
+    """A C×H×W window scaled as the classifier scales it: darkest centre sample → 0, brightest → 1."""
+    centres = sample_centres(window)
+    low, high = centres.min(), centres.max()
+    return (window - low) / (high - low).clamp_min(1e-12)
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """An input's intensity range (percentiles over all channels) and pixel noise (std)."""
+
+    low: float
+    high: float
+    noise: float
+
+    @property
+    def range(self) -> float:
+        return max(self.high - self.low, 1e-12)
+
+
+@dataclass(frozen=True)
+class ContentRule:
+    """When a window has content, from its centre samples: their span (darkest to brightest,
+    over channels) exceeds `min_contrast` times the input's range and `min_snr` times the
+    input's noise, and the standard deviation of their grey levels exceeds `min_spread` times
+    the range (a few specks on glass have a span but no spread)."""
+
+    min_contrast: float = 0.1
+    min_snr: float = 15.0
+    min_spread: float = 0.05
+
+    def windows(self, raw: torch.Tensor, stats: InputStats, window: int,
+                stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Darkest and brightest centre sample and content (B×1×h×w each) of every window of
+        raw B×C×H×W images; `window` and `stride` in cells."""
+        centres = sample_centres(raw)
+        top = _pool(centres.amax(dim=1, keepdim=True), window, stride, "max")
+        bottom = _pool(centres.amin(dim=1, keepdim=True), window, stride, "min")
+        grey = (centres.mean(dim=1, keepdim=True) - stats.low) / stats.range
+        mean, square = _pool(torch.cat([grey, grey * grey], dim=1), window, stride, "mean").chunk(2, dim=1)
+        variance = square - mean * mean
+        content = ((top - bottom > max(self.min_contrast * stats.range, self.min_snr * stats.noise))
+                   & (variance > self.min_spread ** 2))
+        return bottom, top, content
+
+
+def focus_input(image: np.ndarray) -> np.ndarray:
+    """An H×W×C view (C = 1 grey or 3 RGB, alpha dropped, dtype kept) of an image at least one
+    kernel in size; anything else is a ValueError."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise ValueError(f"expected an H×W or H×W×C image, got shape {image.shape}")
+    if image.shape[2] == 4:  # RGBA from a slide reader: alpha carries no signal
+        image = image[..., :3]
+    if image.shape[2] not in (1, 3):
+        raise ValueError(f"expected 1 (grey) or 3 (RGB) channels, got {image.shape[2]} (shape {image.shape})")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+            or image.dtype == bool):
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    if image.shape[0] < KERNEL or image.shape[1] < KERNEL:
+        raise ValueError(f"image of {image.shape[0]}×{image.shape[1]} px is smaller than the "
+                         f"{KERNEL}×{KERNEL} focus kernel")
+    return image
+
+
+def input_stats(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8)) -> InputStats:
+    """Range and noise of an H×W×C image from a regular subsample of at most `STATS_SAMPLES`
+    pixels; noise = robust std (MAD) of horizontal neighbour differences / √2."""
+    step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / STATS_SAMPLES)))
+    sample = image[::step, ::step].astype(np.float32)
+    low, high = (float(v) for v in np.percentile(sample, percentiles))
+    neighbours = image[::step, 1::step].astype(np.float32)
+    width = min(sample.shape[1], neighbours.shape[1])
+    difference = np.abs(neighbours[:, :width] - sample[:, :width])
+    noise = 1.4826 * float(np.median(difference)) / math.sqrt(2) if difference.size else 0.0
+    return InputStats(low, high, noise)
+
+
+def _as_tensor(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """A validated H×W×C image as a 1×C×H×W float32 tensor, reflect-padded at the bottom and
+    right to at least size×size."""
+    if image.dtype not in (np.uint8, np.float32) or any(s < 0 for s in image.strides):
+        image = image.astype(np.float32)
+    with warnings.catch_warnings():  # read-only arrays (from Pillow) are fine: the tensor is only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        source = torch.from_numpy(image).permute(2, 0, 1)[None]
+    raw = torch.empty(source.shape, dtype=torch.float32, device=device).copy_(source)
+    pad_h, pad_w = max(0, size - raw.shape[2]), max(0, size - raw.shape[3])
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < raw.shape[2] and pad_w < raw.shape[3] else "replicate"
+        raw = F.pad(raw, (0, pad_w, 0, pad_h), mode=mode)
+    return raw
+
+
+@dataclass
+class FocusGrid:
+    """Focus scores of the windows of one height×width input, on a grid.
+
+    Window (row, col) covers pixels [y_starts[row], + window) × [x_starts[col], + window): every
+    `stride` px, plus one end-aligned window per axis where the regular ones leave a strip
+    (see `window_starts`).
+    """
+
+    scores: np.ndarray  # rows × cols, float32, higher = blurrier
+    content: np.ndarray  # rows × cols, bool: the window is not empty background or noise
+    window: int
+    stride: int
+    threshold: float
+    height: int
+    width: int
+
+    @property
+    def score(self) -> float:
+        """The input's score: median over windows with content; NaN when none has content."""
+        return float(np.median(self.scores[self.content])) if self.content.any() else math.nan
+
+    @property
+    def blurry(self) -> bool:
+        return self.score > self.threshold
+
+    @property
+    def blurry_windows(self) -> np.ndarray:
+        """Windows with content that score above the threshold."""
+        return self.content & (self.scores > self.threshold)
+
+    def starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Window starts (y, x) in pixels."""
+        return (window_starts(self.height, self.window, self.stride),
+                window_starts(self.width, self.window, self.stride))
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cell boundaries (y, x) in pixels: each pixel belongs to the cell of the nearest
+        window centre, so cells partition the input."""
+        return tuple(np.concatenate([[0.0], (starts[1:] + starts[:-1] + self.window) / 2, [size]])
+                     for starts, size in zip(self.starts(), (self.height, self.width)))
+
+
+class FocusClassifier:
+    """A FocusLiteNN with its window size, content rule and threshold; see the module docstring."""
+
+    def __init__(self, network: FocusLiteNN, threshold: float, patch_size: int = 252,
+                 content: ContentRule = ContentRule(), percentiles: tuple[float, float] = (1.0, 99.8),
+                 device: str | torch.device | None = None):
+        self.device = resolve_device(device)
+        self.network = network.to(self.device).eval()
+        self.threshold = float(threshold)
+        self.patch_size = patch_size
+        self.cells = window_cells(patch_size)
+        #: Windows that tile the response map without overlap (they share the kernel's 2 px).
+        self.default_stride = STRIDE * self.cells
+        self.content = content
+        self.percentiles = percentiles
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device | None = None,
+                        threshold: float | None = None) -> "FocusClassifier":
+        if checkpoint.family != FAMILY:
+            raise ModelLoadError(f"a '{checkpoint.family}' model is not a focus classifier "
+                                 f"(expected family '{FAMILY}')")
+        network = FocusLiteNN(**checkpoint.architecture)
+        network.load_state_dict(checkpoint.state_dict)
+        post = checkpoint.postprocess
+        return cls(network, checkpoint.threshold if threshold is None else threshold,
+                   patch_size=post["patch_size"], content=ContentRule(**post["content"]),
+                   percentiles=tuple(checkpoint.normalization["range_percentiles"]), device=device)
+
+    def grid(self, image: np.ndarray, stride: int | None = None,
+             value_range: tuple[float, float] | None = None) -> FocusGrid:
+        """The window grid of one image, by default at `default_stride`; `value_range` (low,
+        high) replaces the image's own percentiles in the content rule (a slide region uses the
+        whole slide's)."""
+        stride = stride or self.default_stride
+        step = stride_cells(stride)
+        image = focus_input(image)
+        stats = input_stats(image, self.percentiles)
+        if value_range is not None:
+            stats = InputStats(*value_range, stats.noise)
+        raw = _as_tensor(image, self.patch_size, self.device)
+        with torch.inference_mode():
+            bottom, top, content = self.content.windows(raw, stats, self.cells, step)
+            span = top - bottom
+            scale = torch.where(span > 0, 1 / span, torch.zeros_like(span))
+            low, high = self.network.window_extrema(raw, bottom, scale, self.cells, step)
+            scores = self.network.head(low, high)[0]
+        return FocusGrid(scores=scores.float().cpu().numpy(), content=content[0, 0].cpu().numpy(),
+                         window=self.patch_size, stride=stride, threshold=self.threshold,
+                         height=image.shape[0], width=image.shape[1])
+
+    def score_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """One score per image (float32; higher = blurrier; NaN for an image without content)."""
+        return np.array([self.grid(image).score for image in as_image_list(images)], dtype=np.float32)
+
+    def score(self, image: np.ndarray) -> float:
+        return float(self.score_batch([image])[0])
+
+    def classify_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Per image, True when it is blurry (score > threshold; never for an image without content)."""
+        return self.score_batch(images) > self.threshold
+
+
+def focus_checkpoint(network: FocusLiteNN, threshold: float, patch_size: int, content: ContentRule,
+                     training: dict[str, Any], metrics: dict[str, Any],
+                     percentiles: tuple[float, float] = (1.0, 99.8)) -> Checkpoint:
+    """The checkpoint of a focus classifier (family 'focuslitenn', classes sharp/blurry)."""
+    window_cells(patch_size)
+    return Checkpoint(
+        family=FAMILY, architecture=dict(kernels=network.kernels, in_channels=network.conv.in_channels),
+        class_names=["sharp", "blurry"], in_channels=network.conv.in_channels,
+        normalization=dict(kind="window-min-max", range_percentiles=list(percentiles)),
+        state_dict={k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+        threshold=float(threshold),
+        postprocess=dict(patch_size=patch_size, content=asdict(content)),
+        training=training, metrics=metrics)
+
+
+def load_focus_classifier(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+                          threshold: float | None = None) -> FocusClassifier:
+    """A focus classifier from a shipped model name or a checkpoint path."""
+    return FocusClassifier.from_checkpoint(Checkpoint.load(model_path(name_or_path)), device=device,
+                                           threshold=threshold)

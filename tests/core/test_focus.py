@@ -1,0 +1,217 @@
+"""FocusLiteNN and the focus classifier: shapes, determinism, losses, input types, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cyseg.synthetic import random_nuclei, render
+from segmenter import SHIPPED, Checkpoint, ModelLoadError
+from segmenter.focus import (ContentRule, FocusClassifier, FocusLiteNN, focus_checkpoint, focus_input, grid_shape,
+                             load_focus_classifier, normalize_window)
+from segmenter.focus_training import (FocusTrainConfig, best_threshold, build_patches, calibrate, pearson_loss,
+                                      real_defocus_rates, roc_auc, train_network)
+from segmenter.registry import WEIGHTS_DIR
+from transforms import defocus
+
+#: The shipped default focus model (loaded by path until segmenter.SHIPPED names it "focus").
+FOCUS_MODEL = WEIGHTS_DIR / "focuslitenn-10.pt"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> FocusClassifier:
+    return load_focus_classifier(FOCUS_MODEL, device="cpu")
+
+
+def nuclei_image(shape=(300, 400), seed=0) -> np.ndarray:
+    """A synthetic field of nuclei, about one per 4800 px² (25 in 300×400)."""
+    rng = np.random.default_rng(seed)
+    return render(shape, random_nuclei(shape, shape[0] * shape[1] // 4800, rng), rng)[0]
+
+
+def untrained(kernels: int = 2, seed: int = 0) -> FocusClassifier:
+    torch.manual_seed(seed)
+    return FocusClassifier(FocusLiteNN(kernels), threshold=0.0, device="cpu")
+
+
+@pytest.mark.parametrize("kernels, parameters", [(1, 148), (2, 301), (10, 1501)])
+def test_parameter_counts_match_the_paper(kernels, parameters):
+    assert sum(p.numel() for p in FocusLiteNN(kernels).parameters()) == parameters
+
+
+def test_forward_gives_one_score_per_patch():
+    assert FocusLiteNN(10)(torch.rand(4, 3, 64, 80)).shape == (4,)
+
+
+@pytest.mark.parametrize("stride, shape", [(None, (3, 3)), (125, (4, 5)), (500, (2, 2))])
+def test_grid_covers_the_image(stride, shape):
+    grid = untrained().grid(nuclei_image((600, 700)), stride=stride)
+    assert grid.scores.shape == grid.content.shape == shape == grid_shape(600, 700, 252, stride or 250)
+
+
+@pytest.mark.parametrize("stride", [None, 125, 500])
+def test_each_window_scores_as_if_cut_out_alone(stride):
+    """Tiling, overlapping and end-aligned windows all see exactly their own pixels."""
+    image = np.stack([nuclei_image((600, 700), seed=s) for s in (1, 2, 3)], axis=2)
+    classifier = untrained(kernels=2)
+    grid = classifier.grid(image, stride=stride)
+    for row, y in enumerate(grid.starts()[0]):
+        for col, x in enumerate(grid.starts()[1]):
+            alone = classifier.grid(image[y:y + 252, x:x + 252]).scores[0, 0]
+            assert grid.scores[row, col] == pytest.approx(alone, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("kernels", [1, 2])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_window_scores_equal_the_network_on_the_normalised_window(kernels, channels):
+    """The classifier's fused path (scaling after pooling, grey kernels summed) is the plain forward."""
+    image = nuclei_image((252, 252)).astype(np.uint16) * 40
+    image = image if channels == 1 else np.stack([image, image // 2, image // 3], axis=2)
+    classifier = untrained(kernels)
+    window = torch.from_numpy(np.repeat(focus_input(image), 3 // channels, axis=2).transpose(2, 0, 1).astype(np.float32))
+    with torch.no_grad():
+        expected = float(classifier.network(normalize_window(window)[None]))
+    assert classifier.grid(image).scores[0, 0] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def test_same_seed_same_model_and_repeated_scores_are_identical():
+    image = nuclei_image()
+    first, again = untrained(seed=3), untrained(seed=3)
+    assert np.array_equal(first.grid(image).scores, first.grid(image).scores)
+    assert np.array_equal(first.grid(image).scores, again.grid(image).scores)
+    assert not np.array_equal(first.grid(image).scores, untrained(seed=4).grid(image).scores)
+
+
+def test_pearson_loss_is_zero_when_linear_two_when_reversed_and_ignores_scale():
+    target = torch.tensor([0.0, 1.0, 2.0, 5.0])
+    assert float(pearson_loss(3 * target + 7, target)) == pytest.approx(0, abs=1e-6)
+    assert float(pearson_loss(-target, target)) == pytest.approx(2, abs=1e-6)
+    noisy = target + torch.tensor([0.3, -0.2, 0.4, -0.1])
+    assert float(pearson_loss(noisy, target)) == pytest.approx(float(pearson_loss(10 * noisy - 4, target)), abs=1e-6)
+
+
+def test_pearson_loss_of_a_constant_batch_is_finite_and_bad_batches_are_refused():
+    pred = torch.zeros(4, requires_grad=True)
+    loss = pearson_loss(pred, torch.arange(4.0))
+    loss.backward()
+    assert loss.item() == pytest.approx(1) and torch.isfinite(pred.grad).all()
+    with pytest.raises(ValueError, match="1-D batches"):
+        pearson_loss(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(ValueError, match="at least 2"):
+        pearson_loss(torch.zeros(1), torch.zeros(1))
+
+
+def test_training_learns_to_rank_blur_levels():
+    config = FocusTrainConfig(data="unused", kernels=2, patch_size=97, levels_per_image=8, steps=100,
+                              restarts=2, restart_steps=20, batch_size=8, seed=0)
+    rng = np.random.default_rng(0)
+    images = {"a": [nuclei_image((160, 200), seed=i) for i in range(4)],
+              "b": [nuclei_image((160, 200), seed=i) for i in range(4, 8)]}
+    patches = build_patches(images, config, rng, progress=False)
+    assert {len(crops) for crops in patches.crops.values()} == {32} and patches.crops["a"][0].shape == (1, 97, 97)
+    network, history = train_network(patches, config, progress=False)
+    assert history[-1]["loss"] < 0.5
+    tests = [nuclei_image((200, 200), seed=seed) for seed in (20, 21, 22)]
+
+    def mean_score(level: float) -> float:
+        blurred = np.stack([np.repeat(defocus(image, level, seed=1)[None], 3, axis=0) for image in tests])
+        with torch.no_grad():
+            return float(network(torch.stack([normalize_window(x) for x in torch.from_numpy(blurred).float()])).mean())
+
+    scores = [mean_score(level) for level in (0, 3, 8)]
+    assert scores == sorted(scores)
+
+
+def test_calibration_is_folded_into_the_network():
+    for kernels in (1, 2):
+        classifier, image = untrained(kernels), nuclei_image()
+        before = classifier.grid(image).scores
+        calibrate(classifier.network, 2.0, 1.5)
+        np.testing.assert_allclose(classifier.grid(image).scores, 2 * before + 1.5, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not positive"):
+        calibrate(FocusLiteNN(1), -1.0, 0.0)
+
+
+def test_threshold_and_roc_auc_on_separable_scores():
+    sharp, blurry = np.array([0.1, 0.5, 0.9]), np.array([2.0, 3.0])
+    threshold, accuracy = best_threshold(sharp, blurry)
+    assert 0.9 < threshold < 2.0 and accuracy == 1.0
+    assert roc_auc(sharp, blurry) == 1.0 and roc_auc(blurry, sharp) == 0.0
+
+
+def test_blur_raises_the_shipped_score_and_flips_the_decision(shipped):
+    image = nuclei_image()
+    scores = [shipped.score(defocus(image, level, seed=0)) for level in (0, 2, 4, 8)]
+    assert scores == sorted(scores)
+    assert scores[0] < shipped.threshold < scores[-1]
+    assert list(shipped.classify_batch([image, defocus(image, 8, seed=0)])) == [False, True]
+
+
+def test_grey_rgb_8_16_bit_and_float_inputs_score_alike(shipped):
+    grey = nuclei_image()
+    variants = [grey, grey[..., None], np.repeat(grey[..., None], 3, axis=2),
+                grey.astype(np.uint16) * 257, grey.astype(np.float32) / 255]
+    scores = [shipped.score(image) for image in variants]
+    assert scores == pytest.approx([scores[0]] * len(scores), abs=1e-3)
+
+
+def test_an_image_without_content_has_no_score_and_is_not_blurry(shipped):
+    noise = np.random.default_rng(0).normal(1000, 20, (300, 300)).astype(np.uint16)
+    for image in (np.zeros((300, 300), np.uint8), noise):
+        assert math.isnan(shipped.score(image))
+        assert not shipped.classify_batch([image])[0]
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((2, 3, 4, 5)), "H×W or H×W×C"),
+    (np.zeros((50, 50, 2)), "1 \\(grey\\) or 3 \\(RGB\\) channels"),
+    (np.zeros((0, 50)), "0×50 px is smaller than the 7×7"),
+    (np.zeros((50, 5)), "50×5 px is smaller than the 7×7"),
+    (np.array([["a"] * 9] * 9), "unsupported pixel type"),
+])
+def test_bad_images_are_refused(shipped, image, message):
+    with pytest.raises(ValueError, match=message):
+        shipped.grid(image)
+
+
+def test_bad_window_geometry_is_refused(shipped):
+    with pytest.raises(ValueError, match="multiple of 5"):
+        shipped.grid(nuclei_image(), stride=252)
+    with pytest.raises(ValueError, match="7 \\+ 5·n"):
+        FocusClassifier(FocusLiteNN(1), 0.0, patch_size=256)
+    with pytest.raises(ValueError, match="at least one kernel"):
+        FocusLiteNN(0)
+
+
+def test_checkpoint_round_trip_and_threshold_override(tmp_path):
+    classifier = untrained()
+    checkpoint = focus_checkpoint(classifier.network, 0.25, 252, ContentRule(), training={}, metrics={})
+    path = checkpoint.save(tmp_path / "focus.pt")
+    loaded = load_focus_classifier(path)
+    image = nuclei_image()
+    assert loaded.threshold == 0.25 and loaded.score(image) == pytest.approx(classifier.score(image), abs=1e-6)
+    assert load_focus_classifier(path, threshold=9.0).threshold == 9.0
+
+
+def test_a_segmentation_model_is_not_a_focus_classifier(checkpoint):
+    with pytest.raises(ModelLoadError, match="not a focus classifier"):
+        FocusClassifier.from_checkpoint(checkpoint)
+
+
+def test_shipped_model_card_and_checkpoint_agree():
+    checkpoint = Checkpoint.load(FOCUS_MODEL)
+    card = FOCUS_MODEL.with_suffix(".md").read_text()
+    assert f"**{checkpoint.threshold:.3f}**" in card
+    assert checkpoint.metrics["test_real_defocus"]["z00_called_blurry"] >= 0.95
+
+
+def test_default_focus_model_name_is_shipped():
+    if "focus" not in SHIPPED:
+        pytest.skip("segmenter.SHIPPED has no 'focus' entry yet (segmenter/registry.py)")
+    assert load_focus_classifier().threshold == Checkpoint.load(FOCUS_MODEL).threshold
+
+
+def test_real_defocus_is_blurry_and_in_focus_validation_is_sharp(shipped, shared_data):
+    rates = real_defocus_rates(shipped, shared_data)
+    assert rates["z00_called_blurry"] >= 0.95
+    assert rates["val_called_sharp"] >= 0.95
