@@ -12,7 +12,7 @@ import sys
 
 from cyseg.errors import CysegError
 
-COMMANDS = ("train", "segment", "evaluate", "serve")
+COMMANDS = ("train", "segment", "evaluate", "serve", "demo", "bench", "focus", "dataset", "improve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,13 +39,13 @@ def _parameter(entry: Any, position: int, source: Path) -> ParameterSpec:
     kind = entry.get("type", "String")
     if kind not in PARAMETER_TYPES:
         raise CysegError(f"{source}: input '{ident}' has type '{kind}', expected one of {', '.join(PARAMETER_TYPES)}")
-    value_key = entry.get("value-key", "@ID")
+    value_key = entry.get("value-key", "[@ID]")
     flag = entry.get("command-line-flag")
     return ParameterSpec(
         name=ident, type=kind, default_value=_default_text(entry.get("default-value")),
         required=not entry.get("optional", False), set_by_server=bool(entry.get("set-by-server", False)),
         index=(position + 1) * 100, human_name=str(entry.get("name", ident)),
-        value_key=value_key.replace("@ID", f"[{ident.upper()}]") if isinstance(value_key, str) else None,
+        value_key=value_key.replace("@ID", ident.upper()) if isinstance(value_key, str) else None,
         command_line_flag=flag.replace("@id", ident) if isinstance(flag, str) else None)
 
 

@@ -96,7 +96,8 @@ class LocalServer:
             raise
         self.endpoint = self._endpoint(seed, address, self.socket.getsockname()[1])
         config = uvicorn.Config(create_app(self.store, self.slides, files_dir, max_body_bytes), lifespan="off",
-                                log_config=None, access_log=access_log, timeout_graceful_shutdown=5)
+                                log_config=None, access_log=access_log, timeout_graceful_shutdown=5,
+                                timeout_keep_alive=75)  # as nginx: clients reuse connections safely
         self.server = uvicorn.Server(config)
 
     @staticmethod

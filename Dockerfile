@@ -1,0 +1,33 @@
+# cyseg Cytomine software: nucleus segmentation of whole-slide images (see docs/DEPLOY.md).
+# The PyPI torch wheel pinned in requirements.txt brings its CUDA libraries, so the job uses the GPU
+# when the container runs with the NVIDIA runtime (docker --gpus all, singularity --nv) and the CPU otherwise.
+FROM python:3.11.13-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/home/cyseg \
+    XDG_CACHE_HOME=/home/cyseg/.cache \
+    MPLCONFIGDIR=/home/cyseg/.cache/matplotlib
+
+# An unprivileged user with a writable home for the caches (PyTorch, Matplotlib).
+RUN groupadd --system --gid 1000 cyseg \
+    && useradd --system --uid 1000 --gid cyseg --create-home --home-dir /home/cyseg --shell /usr/sbin/nologin cyseg
+
+WORKDIR /app
+
+# Dependencies first: the same pinned file as CI, in its own layer so code changes rebuild quickly.
+COPY requirements.txt /app/requirements.txt
+RUN pip install --no-cache-dir -r /app/requirements.txt
+
+COPY cyseg /app/cyseg
+COPY segmenter /app/segmenter
+COPY transforms /app/transforms
+COPY metrics /app/metrics
+COPY descriptor.json run.py /app/
+
+# The job runs as cyseg (uid 1000); /app stays read-only to it, result files go to a temporary folder.
+USER 1000:1000
+
+ENTRYPOINT ["python", "/app/run.py"]

@@ -1,0 +1,116 @@
+"""The job's parameters: one dataclass whose fields are exactly the user inputs of `descriptor.json`.
+
+Each field names its Cytomine parameter type in its metadata; `tests/job` checks that the
+descriptor agrees on every name, type and default. Values arrive from `CytomineJob.from_cli`
+(which parses them with the types the server reports) and are checked here, so a bad value fails
+the job with a message naming the parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from argparse import Namespace
+from dataclasses import dataclass, field
+from typing import Any
+
+from cyseg.errors import CysegError
+
+# The parameters every Cytomine software receives from the server (set-by-server in the descriptor).
+SERVER_PARAMETERS = ("cytomine_host", "cytomine_public_key", "cytomine_private_key", "cytomine_id_project",
+                     "cytomine_id_software")
+DEVICES = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _parameter(kind: str, default: Any) -> Any:
+    return field(default=default, metadata={"cytomine_type": kind})
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What to segment, with which model, and how (see descriptor.json for each parameter's help)."""
+
+    cytomine_id_images: tuple[int, ...] = _parameter("ListDomain", ())
+    cytomine_id_roi_term: int | None = _parameter("Domain", None)
+    cytomine_id_result_term: int | None = _parameter("Domain", None)
+    model: str = _parameter("String", "default")
+    threshold: float = _parameter("Number", 0.5)
+    min_area: float = _parameter("Number", 50.0)
+    max_area: float = _parameter("Number", 5000.0)
+    tile_size: int = _parameter("Number", 512)
+    tile_overlap: int = _parameter("Number", 32)
+    batch_size: int = _parameter("Number", 8)
+    zoom_level: int = _parameter("Number", 0)
+    device: str = _parameter("String", "auto")
+    simplify_tolerance: float = _parameter("Number", 1.0)
+    tissue_detection: bool = _parameter("Boolean", True)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 < self.threshold < 1, "threshold must be between 0 and 1 (exclusive)"),
+            (self.min_area >= 0, "min_area must be >= 0"),
+            (self.max_area > self.min_area, "max_area must be greater than min_area"),
+            (64 <= self.tile_size <= 8192, "tile_size must be between 64 and 8192 pixels"),
+            (0 <= self.tile_overlap <= self.tile_size // 2, "tile_overlap must be between 0 and half the tile size"),
+            (1 <= self.batch_size <= 1024, "batch_size must be between 1 and 1024"),
+            (0 <= self.zoom_level <= 16, "zoom_level must be between 0 (full resolution) and 16"),
+            (bool(DEVICES.match(self.device)), "device must be auto, cpu, cuda or cuda:N"),
+            (self.simplify_tolerance >= 0, "simplify_tolerance must be >= 0"),
+            (bool(self.model.strip()), "model must name a shipped model or a model file"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CysegError(f"invalid job parameter: {message}")
+
+    @classmethod
+    def parameter_types(cls) -> dict[str, str]:
+        """Field name -> Cytomine parameter type."""
+        return {f.name: f.metadata["cytomine_type"] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_parameters(cls, parameters: Namespace | dict[str, Any]) -> "JobConfig":
+        """The config of a job's parsed parameters (unknown keys ignored, missing ones defaulted)."""
+        values = vars(parameters) if isinstance(parameters, Namespace) else dict(parameters)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            value = values.get(f.name)
+            if value is None or value == "":
+                continue
+            kwargs[f.name] = _convert(f.name, f.metadata["cytomine_type"], f.default, value)
+        return cls(**kwargs)
+
+    def result_key(self, model_digest: str) -> str:
+        """A short digest of everything that decides which objects a run finds (not how fast)."""
+        decisive = {name: value for name, value in dataclasses.asdict(self).items()
+                    if name not in ("cytomine_id_images", "model", "batch_size", "device")}
+        text = json.dumps({"model": model_digest, **decisive}, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _convert(name: str, kind: str, default: Any, value: Any) -> Any:
+    """A parameter value in the field's Python type; CysegError naming the parameter otherwise."""
+    try:
+        if kind == "ListDomain":
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return tuple(int(item) for item in items if str(item).strip())
+        if kind == "Domain":
+            return int(value)
+        if kind == "Boolean":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if kind == "Number" and isinstance(default, int):
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
+        if kind == "Number":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        expected = {"ListDomain": "comma-separated ids", "Domain": "an id", "Boolean": "true or false",
+                    "Number": "a whole number" if isinstance(default, int) else "a number"}.get(kind, kind)
+        raise CysegError(f"invalid job parameter {name}={value!r}: expected {expected}") from None

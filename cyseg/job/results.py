@@ -1,0 +1,125 @@
+"""What a job leaves behind besides annotations: a GeoJSON of every object, a CSV summary per image
+and region, and an overlay thumbnail per image, written locally and attached to the job."""
+from __future__ import annotations
+
+import csv
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cytomine.models import AttachedFile
+from PIL import Image, ImageDraw
+from shapely import affinity
+from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
+
+from cyseg.coordinates import from_cytomine
+from cyseg.job.connection import call
+from cyseg.job.objects import DetectedObject
+from cyseg.job.timing import StageTimes
+from cyseg.job.upload import DUPLICATE, NOT_UPLOADED, UPLOADED
+from cyseg.polygons import feature_collection, write_geojson
+
+log = logging.getLogger(__name__)
+
+GEOJSON_NAME = "cyseg-objects.geojson"
+SUMMARY_NAME = "cyseg-summary.csv"
+OVERLAY_SIZE = 1024
+OBJECT_COLOUR = (255, 64, 64)
+ROI_COLOUR = (64, 255, 64)
+SUMMARY_COLUMNS = ("image_id", "image_name", "region", "status", "objects", "area_mean", "area_median", "area_min",
+                   "area_max", "tiles", "tiles_with_tissue", "seconds", "fetch_seconds", "inference_seconds",
+                   "polygons_seconds", "uploaded", "duplicates", "not_uploaded")
+
+
+def overlay_name(image_id: int) -> str:
+    return f"cyseg-overlay-{image_id}.png"
+
+
+@dataclass
+class RegionRecord:
+    """One region (a whole image or one region of interest) of a run, as it went."""
+
+    image_id: int
+    image_name: str
+    image_height: int
+    region: str  # "whole image" or "roi <annotation id>"
+    roi: BaseGeometry | None = None  # Cytomine coordinates
+    objects: list[DetectedObject] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    tiles: int = 0
+    tiles_with_tissue: int = 0
+    seconds: float = 0.0  # wall time of the segmentation; `times` splits it by stage (summed over threads)
+    status: str = "pending"
+    times: StageTimes = field(default_factory=StageTimes)
+
+    def set_objects(self, objects: list[DetectedObject]) -> None:
+        self.objects = objects
+        self.statuses = [NOT_UPLOADED] * len(objects)
+
+    def summary(self) -> dict[str, Any]:
+        areas = [obj.area for obj in self.objects]
+
+        def stat(value: float | None) -> str:
+            return "" if value is None else f"{value:.1f}"
+        return {"image_id": self.image_id, "image_name": self.image_name, "region": self.region,
+                "status": self.status, "objects": len(self.objects),
+                "area_mean": stat(statistics.fmean(areas) if areas else None),
+                "area_median": stat(statistics.median(areas) if areas else None),
+                "area_min": stat(min(areas, default=None)), "area_max": stat(max(areas, default=None)),
+                "tiles": self.tiles, "tiles_with_tissue": self.tiles_with_tissue, "seconds": f"{self.seconds:.2f}",
+                "fetch_seconds": f"{self.times.fetch:.2f}", "inference_seconds": f"{self.times.inference:.2f}",
+                "polygons_seconds": f"{self.times.locate + self.times.merge:.2f}",
+                "uploaded": self.statuses.count(UPLOADED), "duplicates": self.statuses.count(DUPLICATE),
+                "not_uploaded": self.statuses.count(NOT_UPLOADED)}
+
+
+def write_geojson_file(path: Path, records: list[RegionRecord], class_names: list[str]) -> Path:
+    """Every object as a GeoJSON feature, in Cytomine coordinates (full-resolution pixels, origin bottom-left)."""
+    items = [(obj.polygon, {"image_id": r.image_id, "image_name": r.image_name, "region": r.region,
+                            "area": round(obj.area, 2), "class": class_names[obj.label] if obj.label < len(class_names)
+                            else str(obj.label), "upload": status})
+             for r in records for obj, status in zip(r.objects, r.statuses)]
+    collection = feature_collection(items)
+    collection["cyseg"] = {"coordinates": "Cytomine: full-resolution pixels, origin at the bottom-left"}
+    return write_geojson(path, collection)
+
+
+def write_summary(path: Path, records: list[RegionRecord]) -> Path:
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r.summary() for r in records)
+    return path
+
+
+def _draw(draw: ImageDraw.ImageDraw, geometry: BaseGeometry, image_height: int, scale: float,
+          colour: tuple[int, int, int], width: int) -> None:
+    raster = affinity.scale(from_cytomine(geometry, image_height), scale, scale, origin=(0, 0))
+    for part in getattr(raster, "geoms", [raster]):
+        if isinstance(part, Polygon) and not part.is_empty:
+            draw.line(list(part.exterior.coords), fill=colour, width=width)
+
+
+def write_overlay(path: Path, thumbnail: np.ndarray, full_width: int, records: list[RegionRecord]) -> Path:
+    """The thumbnail with each region of interest (green) and object (red) outlined."""
+    picture = Image.fromarray(thumbnail).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    scale = picture.width / full_width
+    for record in records:
+        if record.roi is not None:
+            _draw(draw, record.roi, record.image_height, scale, ROI_COLOUR, 2)
+        for obj in record.objects:
+            _draw(draw, obj.polygon, record.image_height, scale, OBJECT_COLOUR, 1)
+    picture.save(path)
+    return path
+
+
+def attach(job: Any, path: Path) -> None:
+    """Attach a file to the job."""
+    call(f"attaching {path.name} to job {job.id}",
+         lambda: AttachedFile(job, file=str(path), filename=path.name).upload())
+    log.info("attached %s to job %s", path.name, job.id)

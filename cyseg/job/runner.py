@@ -1,0 +1,275 @@
+"""The body of a Cytomine job: parameters -> model -> for each image and region: segment, upload ->
+result files attached to the job. `run.py` calls `run_job` inside `with CytomineJob...`, which marks
+the job FAILED with the message of any exception that escapes (so messages say what went wrong)."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from cytomine.models import AnnotationCollection, ImageInstance, ImageInstanceCollection, TermCollection
+from shapely import wkt
+from shapely.geometry.base import BaseGeometry
+
+import segmenter
+from cyseg.coordinates import from_cytomine
+from cyseg.errors import CysegError
+from cyseg.job import results
+from cyseg.job.config import JobConfig
+from cyseg.job.connection import call, describe, harden, host
+from cyseg.job.progress import JobProgress
+from cyseg.job.results import RegionRecord
+from cyseg.job.source import TileSource, open_source
+from cyseg.job.tissue import THUMBNAIL_SIZE, TissueMask, detect_tissue, everywhere
+from cyseg.job.upload import ImageUploader, UploadError
+from cyseg.job.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+OUTPUT_VARIABLE = "CYSEG_OUTPUT_DIR"  # where result files are written before being attached
+TILE_PIXELS = 256  # Cytomine's pyramid tile size, which defines its zoom levels
+
+
+@dataclass
+class JobContext:
+    """What the job body needs from the CytomineJob."""
+
+    job: Any  # cytomine.models.Job
+    project: Any  # cytomine.models.Project
+    user_id: int
+    config: JobConfig
+
+
+def max_zoom_level(image: ImageInstance) -> int:
+    """The image's lowest resolution as a zoom level (Cytomine's `zoom`; computed when absent)."""
+    if image.zoom is not None:
+        return int(image.zoom)
+    return max(0, math.ceil(math.log2(max(image.width, image.height) / TILE_PIXELS)))
+
+
+def image_name(image: ImageInstance) -> str:
+    return str(getattr(image, "instanceFilename", None) or getattr(image, "originalFilename", None) or image.id)
+
+
+def load_model(config: JobConfig) -> tuple[segmenter.Segmenter, str]:
+    """The segmenter and a digest of its file; CysegError naming the model when it cannot be used."""
+    try:
+        path = segmenter.model_path(config.model)
+        model = segmenter.load(path, device=config.device, threshold=config.threshold, batch_size=config.batch_size)
+    except (OSError, ValueError) as error:
+        raise CysegError(f"cannot load model '{config.model}': {error}") from error
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    log.info("model %s (%s, digest %s) on %s", config.model, path, digest, model.device)
+    return model, digest
+
+
+def project_images(project: Any, wanted: tuple[int, ...]) -> list[ImageInstance]:
+    """The images to segment, in the order asked (all the project's when none are)."""
+    images = call(f"listing the images of project {project.id}",
+                  lambda: ImageInstanceCollection().fetch_with_filter("project", project.id))
+    by_id = {image.id: image for image in images}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise CysegError(f"image(s) {', '.join(map(str, missing))} not in project {project.id} "
+                         f"(its images: {', '.join(map(str, sorted(by_id))) or 'none'})")
+    chosen = [by_id[i] for i in dict.fromkeys(wanted)] if wanted else list(images)
+    if not chosen:
+        raise CysegError(f"project {project.id} has no images to segment")
+    return chosen
+
+
+def check_terms(project: Any, config: JobConfig) -> None:
+    """The term parameters must name terms of the project's ontology."""
+    wanted = {"cytomine_id_roi_term": config.cytomine_id_roi_term,
+              "cytomine_id_result_term": config.cytomine_id_result_term}
+    if all(term is None for term in wanted.values()):
+        return
+    terms = call(f"listing the terms of project {project.id}",
+                 lambda: TermCollection().fetch_with_filter("project", project.id))
+    names = {term.id: term.name for term in terms}
+    for parameter, term in wanted.items():
+        if term is not None and term not in names:
+            known = ", ".join(f"{i} ({n})" for i, n in sorted(names.items())) or "none"
+            raise CysegError(f"{parameter}={term} is not a term of project {project.id} (its terms: {known})")
+
+
+def regions_of_interest(image: ImageInstance, term_id: int) -> list[tuple[int, BaseGeometry]]:
+    """(annotation id, geometry in Cytomine coordinates) of the annotations with the ROI term in an image."""
+    annotations = call(f"listing the regions of interest of image {image.id}",
+                       lambda: AnnotationCollection(image=image.id, term=term_id, showWKT=True,
+                                                    showMeta=True).fetch())
+    return [(a.id, wkt.loads(a.location)) for a in annotations]
+
+
+def output_dir(job_id: int) -> Path:
+    folder = os.environ.get(OUTPUT_VARIABLE)
+    path = Path(folder) if folder else Path(tempfile.mkdtemp(prefix=f"cyseg-job-{job_id}-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class JobRun:
+    """One run of the job over its images, keeping a record of every region for the result files."""
+
+    def __init__(self, context: JobContext, model: segmenter.Segmenter, model_digest: str,
+                 images: list[ImageInstance]) -> None:
+        self.context = context
+        self.config = context.config
+        self.model = model
+        self.images = images
+        self.result_key = self.config.result_key(model_digest)
+        self.workflow = Workflow(model, self.config)
+        self.progress = JobProgress(context.job, len(images))
+        self.records: list[RegionRecord] = []
+        self.overlays: list[Path] = []
+        self.out = output_dir(context.job.id)
+
+    def run(self) -> None:
+        """Segment and upload every image; write and attach the result files even when this fails."""
+        with ThreadPoolExecutor(1, thread_name_prefix="cyseg-upload") as uploads:
+            pending: list[Future] = []
+            try:
+                for index, image in enumerate(self.images):
+                    self._image(index, image, uploads, pending)
+                for future in pending:
+                    future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
+                wait(pending)  # an upload in flight settles, so the result files show what it did
+                self._finish()
+
+    def _image(self, index: int, image: ImageInstance, uploads: ThreadPoolExecutor, pending: list[Future]) -> None:
+        name = image_name(image)
+        if self.config.zoom_level > max_zoom_level(image):
+            raise CysegError(f"zoom_level={self.config.zoom_level} is beyond image {image.id} ({name}), "
+                             f"whose lowest resolution is zoom level {max_zoom_level(image)}")
+        rois: list[tuple[int | None, BaseGeometry | None]] = [(None, None)]
+        if self.config.cytomine_id_roi_term is not None:
+            rois = regions_of_interest(image, self.config.cytomine_id_roi_term)
+            if not rois:
+                log.info("image %s (%s): no region of interest with term %s", image.id, name,
+                         self.config.cytomine_id_roi_term)
+                self.records.append(RegionRecord(image.id, name, image.height, "no region of interest",
+                                                 status="skipped"))
+                return
+        uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.result_key,
+                                 self.config.cytomine_id_result_term)
+        with open_source(image, self.config.zoom_level) as source:
+            tissue = (detect_tissue(source.thumbnail(THUMBNAIL_SIZE), source.width) if self.config.tissue_detection
+                      else everywhere(source.width, source.height))
+            image_records: list[RegionRecord] = []
+            try:
+                for number, (roi_id, roi) in enumerate(rois, start=1):
+                    record = RegionRecord(image.id, name, image.height,
+                                          "whole image" if roi_id is None else f"roi {roi_id}", roi=roi)
+                    self.records.append(record)
+                    image_records.append(record)
+                    where = f"image {index + 1}/{len(self.images)} ({name})" + (
+                        f", region {number}/{len(rois)}" if roi_id is not None else "")
+                    self._region(index, number, len(rois), where, source, tissue, record)
+                    pending.append(uploads.submit(self._upload, uploader, record))
+                    self._raise_upload_errors(pending)
+            finally:
+                self._overlay(image, source, image_records)
+
+    def _overlay(self, image: ImageInstance, source: TileSource, records: list[RegionRecord]) -> None:
+        """Draw what was found in the image so far on its thumbnail (a failure here is only logged)."""
+        path = self.out / results.overlay_name(image.id)
+        try:
+            self.overlays.append(results.write_overlay(path, source.thumbnail(results.OVERLAY_SIZE), image.width,
+                                                       records))
+        except (CysegError, OSError) as error:
+            log.error("cannot draw the overlay of image %s: %s", image.id, error)
+
+    def _region(self, index: int, number: int, regions: int, where: str, source: TileSource, tissue: TissueMask,
+                record: RegionRecord) -> None:
+        def progress(done: int, total: int) -> None:
+            self.progress.image(index, (number - 1 + done / max(total, 1)) / regions,
+                                f"{where}: {done}/{total} tiles segmented")
+
+        self.progress.image(index, (number - 1) / regions, f"{where}: starting", force=True)
+        roi = None if record.roi is None else from_cytomine(record.roi, record.image_height)
+        try:
+            result = self.workflow.run(source, tissue, roi, progress)
+        except CysegError:
+            record.status = "failed"
+            raise
+        except Exception as error:
+            record.status = "failed"
+            raise CysegError(f"segmenting {where} failed: {type(error).__name__}: {error}") from error
+        record.set_objects(result.objects)
+        record.tiles, record.tiles_with_tissue = result.tiles, result.tiles_with_tissue
+        record.seconds, record.times, record.status = result.seconds, result.times, "segmented"
+        self.progress.image(index, number / regions, f"{where}: {len(result.objects)} objects found, uploading",
+                            force=True)
+
+    def _upload(self, uploader: ImageUploader, record: RegionRecord) -> None:
+        try:
+            report = uploader.upload(record.objects)
+        except UploadError as error:
+            record.statuses, record.status = error.report.statuses, "upload failed"
+            raise
+        record.statuses, record.status = report.statuses, "done"
+
+    @staticmethod
+    def _raise_upload_errors(pending: list[Future]) -> None:
+        for future in pending:
+            if future.done() and future.exception() is not None:
+                future.result()
+
+    def _finish(self) -> None:
+        """Write the result files and attach them to the job (each failure is logged, not raised, so
+        the error that stopped the run stays the job's message)."""
+        files = list(self.overlays)
+        try:
+            files.insert(0, results.write_summary(self.out / results.SUMMARY_NAME, self.records))
+            files.insert(0, results.write_geojson_file(self.out / results.GEOJSON_NAME, self.records,
+                                                       self.model.class_names))
+        except OSError as error:
+            log.error("cannot write the result files in %s: %s", self.out, error)
+        for path in files:
+            try:
+                results.attach(self.context.job, path)
+            except CysegError as error:
+                log.error("%s", error)
+        log.info("result files in %s", self.out)
+
+
+def run_job(cytomine_job: Any) -> None:
+    """Run the job whose parameters `cytomine_job` (a started `CytomineJob`) carries."""
+    harden(cytomine_job)
+    config = JobConfig.from_parameters(cytomine_job.parameters)
+    context = JobContext(cytomine_job.job, cytomine_job.project, cytomine_job.current_user.id, config)
+    progress = JobProgress(context.job, 1)
+    progress.send(0, "loading the model", force=True)
+    model, digest = load_model(config)
+    check_terms(context.project, config)
+    images = project_images(context.project, config.cytomine_id_images)
+    run = JobRun(context, model, digest, images)
+    run.run()
+    total = sum(len(r.objects) for r in run.records)
+    uploaded = sum(r.summary()["uploaded"] for r in run.records)
+    progress.send(100, f"{total} objects found in {len(images)} image(s), {uploaded} new annotations", force=True)
+
+
+def failure_message(error: BaseException) -> str:
+    """The message of the error that stopped a job: the first CysegError in the chain of errors (a
+    network error raised while reporting the failure to a dead server hides the real cause), or the
+    server that could not be reached. Anything else is a bug: its traceback is logged."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, CysegError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, requests.RequestException):
+        return f"Cytomine server {host()}: {describe(error)}"
+    log.error("unexpected error", exc_info=error)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,72 @@
+"""One region of one image through the SLDC steps: tiles -> segmentation -> polygons -> merged objects."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import sldc
+from shapely import affinity
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from cyseg.job.config import JobConfig
+from cyseg.job.merge import Merger, SemanticTileMerger
+from cyseg.job.objects import DetectedObject, ObjectFilter, finalize
+from cyseg.job.source import TileSource
+from cyseg.job.tiles import (Progress, TileSegmenter, region_image, region_offset, tile_pixels, tile_topology,
+                             tissue_tiles)
+from cyseg.job.timing import StageTimes
+from cyseg.job.tissue import TissueMask
+
+log = logging.getLogger(__name__)
+
+FETCH_THREADS = 4
+FRAGMENT_SHARE = 0.25  # tile fragments under this share of the minimum area are noise, not cut objects
+
+
+@dataclass
+class RegionResult:
+    objects: list[DetectedObject]
+    tiles: int
+    tiles_with_tissue: int
+    pixels: int  # level pixels in the region
+    segmented_pixels: int  # pixels of the tiles segmented (overlaps count as often as they are segmented)
+    seconds: float
+    times: StageTimes
+
+
+class Workflow:
+    """Segments regions of slides with a segmenter, as a job's parameters say."""
+
+    def __init__(self, segmenter: sldc.SemanticSegmenter, config: JobConfig, merger: Merger | None = None,
+                 fetch_threads: int = FETCH_THREADS) -> None:
+        self.config = config
+        factor = 2 ** config.zoom_level
+        self.tiles = TileSegmenter(segmenter, config.batch_size, fetch_threads,
+                                   min_fragment_pixels=int(FRAGMENT_SHARE * config.min_area / factor ** 2))
+        self.merger = merger or SemanticTileMerger()
+        self.rules = ObjectFilter(config.min_area, config.max_area, config.simplify_tolerance)
+
+    def run(self, source: TileSource, tissue: TissueMask, roi: BaseGeometry | None = None,
+            progress: Progress | None = None) -> RegionResult:
+        """The objects of the whole image, or of the region of interest `roi` (full-resolution image
+        coordinates, origin top-left), in Cytomine coordinates."""
+        began = time.perf_counter()
+        times = StageTimes()
+        level_roi = None if roi is None else affinity.scale(roi, 1 / source.factor, 1 / source.factor, origin=(0, 0))
+        if level_roi is not None and not level_roi.intersects(box(0, 0, source.width, source.height)):
+            log.warning("%s: the region of interest lies outside the image", source.description)
+            return RegionResult([], 0, 0, 0, 0, time.perf_counter() - began, times)
+        region = region_image(source, level_roi)
+        topology = tile_topology(region, self.config.tile_size, self.config.tile_overlap)
+        kept = tissue_tiles(topology, tissue)
+        log.info("%s: %d tiles, %d with tissue", source.description, topology.tile_count, len(kept))
+        found = self.tiles.run(topology, kept, times, progress)
+        start = time.perf_counter()
+        polygons, labels = self.merger.merge(found, topology)
+        objects = finalize(polygons, labels, offset=region_offset(region), factor=source.factor,
+                           image_height=source.full_height, rules=self.rules, roi=roi)
+        times.add("merge", time.perf_counter() - start)
+        return RegionResult(objects, topology.tile_count, len(kept), region.width * region.height,
+                            tile_pixels(topology, kept), time.perf_counter() - began, times)

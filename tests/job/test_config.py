@@ -1,0 +1,44 @@
+"""Job parameters: conversion from the parsed command line, checks with messages naming the parameter."""
+from __future__ import annotations
+
+from argparse import Namespace
+
+import pytest
+
+from cyseg.errors import CysegError
+from cyseg.job.config import JobConfig
+
+
+def test_values_are_converted_to_the_field_types() -> None:
+    config = JobConfig.from_parameters(Namespace(
+        cytomine_id_images="12,34", cytomine_id_roi_term=7, cytomine_id_result_term=None, tile_size=256.0,
+        threshold=0.3, tissue_detection="false", model="unet", cytomine_host="ignored"))
+    assert config.cytomine_id_images == (12, 34)
+    assert config.cytomine_id_roi_term == 7 and config.cytomine_id_result_term is None
+    assert config.tile_size == 256 and isinstance(config.tile_size, int)
+    assert config.threshold == 0.3 and config.tissue_detection is False and config.model == "unet"
+
+
+def test_empty_values_take_the_defaults() -> None:
+    assert JobConfig.from_parameters({"cytomine_id_images": "", "device": None}) == JobConfig()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"tile_size": 100.5}, "tile_size=100.5: expected a whole number"),
+    ({"cytomine_id_images": "1,x"}, "cytomine_id_images='1,x': expected comma-separated ids"),
+    ({"tissue_detection": "maybe"}, "tissue_detection='maybe': expected true or false"),
+    ({"threshold": 1.5}, "threshold must be between 0 and 1"),
+    ({"min_area": 100, "max_area": 50}, "max_area must be greater than min_area"),
+    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
+    ({"tile_size": 256, "tile_overlap": 200}, "tile_overlap must be between 0 and half the tile size"),
+])
+def test_bad_values_name_the_parameter(values: dict, message: str) -> None:
+    with pytest.raises(CysegError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        JobConfig.from_parameters(values)
+
+
+def test_result_key_depends_on_what_decides_the_objects_only() -> None:
+    base = JobConfig()
+    assert base.result_key("m1") == JobConfig(batch_size=32, device="cpu", cytomine_id_images=(5,)).result_key("m1")
+    assert base.result_key("m1") != JobConfig(threshold=0.6).result_key("m1")
+    assert base.result_key("m1") != base.result_key("m2")
