@@ -1,6 +1,8 @@
 """Input checks shared by the transforms: each returns the validated array or raises ValueError."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
 
@@ -26,3 +28,12 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
     if labels.size and labels.min() < 0:
         raise ValueError(f"expected non-negative labels, got minimum {labels.min()}")
     return labels
+
+
+def from_known_fields(cls, d: dict):
+    """`cls(**d)` for a dataclass, with unknown keys an error that names them."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}, expected a subset of {sorted(known)}")
+    return cls(**d)

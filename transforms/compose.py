@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from ._validation import from_known_fields
 from .instances import connected_components, relabel_consecutive, split_touching
 from .morphology import erode_dilate, fill_holes, remove_large_objects, remove_small_objects, smooth, threshold
 
@@ -69,8 +70,4 @@ class PostProcess:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PostProcess:
         """Inverse of `to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown PostProcess fields {sorted(unknown)}, expected a subset of {sorted(known)}")
-        return cls(**d)
+        return from_known_fields(cls, d)

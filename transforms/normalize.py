@@ -5,10 +5,12 @@ Images are 2-D (H, W: one channel) or 3-D (H, W, C: channel axis last).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from ._validation import from_known_fields
 
 STD_FLOOR = 1e-6
 _KINDS = ("percentile", "zscore", "none")
@@ -128,8 +130,4 @@ class Normalization:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalization:
         """Inverse of `to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown Normalization fields {sorted(unknown)}, expected a subset of {sorted(known)}")
-        return cls(**d)
+        return from_known_fields(cls, d)
