@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
@@ -12,7 +11,6 @@ from segmenter import Instances, Segmenter, UNetSegmenter
 from segmenter.datasets import LabelledImage
 from transforms import defocus
 
-log = logging.getLogger(__name__)
 
 BASELINE = "connected_components"
 

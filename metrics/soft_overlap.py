@@ -17,24 +17,27 @@ def _check(probs: torch.Tensor, target: torch.Tensor) -> None:
                          f"{tuple(target.shape)} (one-hot encode class indices first)")
 
 
-def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
-              dims: Sequence[int] = (2, 3)) -> torch.Tensor:
-    """(2 sum(p t) + eps) / (sum(p) + sum(t) + eps) over `dims`: one value per (N, C)."""
+def _overlap_sums(probs: torch.Tensor, target: torch.Tensor,
+                  dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum(p t) and sum(p) + sum(t) over `dims`, after checking the shapes."""
     _check(probs, target)
     target = target.to(probs.dtype)
     dims = tuple(dims)
-    inter = (probs * target).sum(dims)
-    return (2 * inter + eps) / (probs.sum(dims) + target.sum(dims) + eps)
+    return (probs * target).sum(dims), probs.sum(dims) + target.sum(dims)
+
+
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
+              dims: Sequence[int] = (2, 3)) -> torch.Tensor:
+    """(2 sum(p t) + eps) / (sum(p) + sum(t) + eps) over `dims`: one value per (N, C)."""
+    inter, total = _overlap_sums(probs, target, dims)
+    return (2 * inter + eps) / (total + eps)
 
 
 def soft_jaccard(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
                  dims: Sequence[int] = (2, 3)) -> torch.Tensor:
     """(sum(p t) + eps) / (sum(p) + sum(t) - sum(p t) + eps) over `dims`: one value per (N, C)."""
-    _check(probs, target)
-    target = target.to(probs.dtype)
-    dims = tuple(dims)
-    inter = (probs * target).sum(dims)
-    return (inter + eps) / (probs.sum(dims) + target.sum(dims) - inter + eps)
+    inter, total = _overlap_sums(probs, target, dims)
+    return (inter + eps) / (total - inter + eps)
 
 
 def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, class_weights: Sequence[float] | None = None,

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import logging
 
-import numpy as np
 
 from metrics import match_instances
 from segmenter.datasets import LabelledImage
