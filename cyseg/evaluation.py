@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+
 import numpy as np
 from tqdm import tqdm
 
@@ -10,7 +11,6 @@ from metrics import ImageResult, evaluate_image, precision_recall_curve, summari
 from segmenter import Instances, Segmenter, UNetSegmenter
 from segmenter.datasets import LabelledImage
 from transforms import defocus
-
 
 BASELINE = "connected_components"
 
