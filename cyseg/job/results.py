@@ -78,10 +78,12 @@ class RegionRecord:
 
 
 def write_geojson_file(path: Path, records: list[RegionRecord], class_names: list[str]) -> Path:
-    """Every object as a GeoJSON feature, in Cytomine coordinates (full-resolution pixels, origin bottom-left)."""
+    """Every object as a GeoJSON feature, in Cytomine coordinates (full-resolution pixels, origin bottom-left),
+    with its class name and score (null when the model gives none)."""
     items = [(obj.polygon, {"image_id": r.image_id, "image_name": r.image_name, "region": r.region,
                             "area": round(obj.area, 2), "class": class_names[obj.label] if obj.label < len(class_names)
-                            else str(obj.label), "upload": status})
+                            else str(obj.label), "score": None if obj.score is None else round(obj.score, 4),
+                            "upload": status})
              for r in records for obj, status in zip(r.objects, r.statuses)]
     collection = feature_collection(items)
     collection["cyseg"] = {"coordinates": "Cytomine: full-resolution pixels, origin at the bottom-left"}

@@ -1,5 +1,8 @@
 """Tiles -> polygons: SLDC's tile topology over a slide source, tiles fetched ahead in threads,
-segmented in batches, and SLDC's locator turning each tile's mask into polygons.
+segmented in batches, and each tile's result turned into polygons: for a segmenter that returns
+instances, one polygon per instance with its score and class, flagged when it touches an inner edge
+of the tile (an edge that is not the region's border, so the object may be cut); otherwise SLDC's
+locator turns each tile's class mask into polygons.
 
 Tiles come from SLDC's regular `TileTopology`: tiles at the right and bottom borders are cut to
 the region, so no pixel is segmented more often than the overlap requires. A batch must stack into
@@ -15,17 +18,20 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import sldc
 from scipy import ndimage
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 from cyseg.job.source import TileSource
 from cyseg.job.timing import StageTimes
 from cyseg.job.tissue import TissueMask
+from cyseg.polygons import label_polygons
+from segmenter.base import Instances
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles to do)
 
@@ -129,33 +135,137 @@ def remove_specks(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     return np.where(small[components], 0, mask)
 
 
+def region_size(topology: sldc.TileTopology) -> tuple[int, int]:
+    """Width and height of the region a topology covers (its bottom-right tile ends there)."""
+    last = topology.tile(topology.tile_count)
+    return last.offset_x + last.width, last.offset_y + last.height
+
+
+def tile_box(tile: sldc.Tile) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of a tile in region coordinates."""
+    return tile.offset_x, tile.offset_y, tile.offset_x + tile.width, tile.offset_y + tile.height
+
+
+def inner_edges(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[bool, bool, bool, bool]:
+    """Which sides (left, top, right, bottom) of a tile's box lie inside a region of `size`, i.e. are
+    shared with a neighbouring tile rather than on the region's border."""
+    left, top, right, bottom = box
+    return left > 0, top > 0, right < size[0], bottom < size[1]
+
+
+def polygon_parts(geometry: BaseGeometry) -> list[Polygon]:
+    """The valid, non-empty polygons a geometry is made of."""
+    if geometry.is_empty:
+        return []
+    if not geometry.is_valid:
+        geometry = geometry.buffer(0)
+    if isinstance(geometry, Polygon):
+        return [geometry] if not geometry.is_empty else []
+    return [part for part in getattr(geometry, "geoms", []) if isinstance(part, Polygon) and not part.is_empty]
+
+
+@dataclass
+class TileObjects:
+    """The objects of one tile (region coordinates): polygons and class labels; from an instance
+    segmenter also each one's score and whether it touches an inner edge of the tile, and the
+    segmenter's `extra` for the tile."""
+
+    polygons: list[Polygon] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    cut: list[bool] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def instance_objects(found: Instances, offset: tuple[int, int], inner: tuple[bool, bool, bool, bool],
+                     min_pixels: int = 1) -> TileObjects:
+    """One polygon per instance of a tile at `offset` (its largest part, valid), with its class and
+    score; instances under `min_pixels` are dropped. `inner` says which sides (left, top, right,
+    bottom) are inner edges: an instance with a pixel on one of them is flagged as cut."""
+    labels = np.asarray(found.labels)
+    if min_pixels > 1:
+        small = np.bincount(labels.ravel(), minlength=len(found) + 1) < min_pixels
+        small[0] = False
+        labels = np.where(small[labels], 0, labels)
+    edges = [side for side, is_inner in zip((labels[:, 0], labels[0, :], labels[:, -1], labels[-1, :]), inner)
+             if is_inner]
+    on_edge = set(np.unique(np.concatenate(edges)).tolist()) if edges else set()
+    objects = TileObjects(extra=dict(found.extra))
+    for label, polygon in label_polygons(labels, offset).items():
+        parts = polygon_parts(polygon)
+        if not parts:
+            continue
+        objects.polygons.append(max(parts, key=lambda p: p.area))
+        objects.labels.append(int(found.classes[label - 1]))
+        objects.scores.append(float(found.scores[label - 1]))
+        objects.cut.append(label in on_edge)
+    return objects
+
+
+def mask_objects(mask: np.ndarray, offset: tuple[int, int], locator: sldc.SemanticLocator,
+                 min_pixels: int = 1) -> TileObjects:
+    """The polygons `locator` finds in a tile's class mask, with their class labels."""
+    located = locator.locate(remove_specks(mask, min_pixels), offset=offset)
+    return TileObjects([polygon for polygon, _ in located], [int(label) for _, label in located])
+
+
 @dataclass
 class TilePolygons:
-    """Polygons found per tile (region coordinates at the job's level) and their class labels."""
+    """The objects found per tile of a topology (region coordinates at the job's level): polygons and
+    class labels, and from an instance segmenter (else None) each object's score and whether it
+    touches an inner edge of its tile (so may be cut); `extras` holds the segmenter's `Instances.extra`
+    per segmented tile id (e.g. a focus-gated model's decision)."""
 
     tile_ids: list[int]
     polygons: list[list[Polygon]]
     labels: list[list[int]]
+    scores: list[list[float]] | None = None
+    cut: list[list[bool]] | None = None
+    extras: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of_tiles(cls, tile_ids: list[int], found: dict[int, TileObjects], instances: bool) -> "TilePolygons":
+        """Every tile's objects (tiles missing from `found` have none); scores and cut flags only for instances."""
+        per_tile = [found.get(i, TileObjects()) for i in tile_ids]
+        return cls(tile_ids, [t.polygons for t in per_tile], [t.labels for t in per_tile],
+                   [t.scores for t in per_tile] if instances else None,
+                   [t.cut for t in per_tile] if instances else None,
+                   {i: t.extra for i, t in found.items() if t.extra})
 
 
 class TileSegmenter:
-    """Segments the tiles of a topology in batches with a `Segmenter` and locates polygons in them."""
+    """Segments the tiles of a topology in batches and turns each tile's result into polygons: with
+    `instances`, the segmenter's `instances_batch` (a `segmenter.Segmenter` that returns instances),
+    else its `segment_batch` class masks and SLDC's `locator`."""
 
     def __init__(self, segmenter: sldc.SemanticSegmenter, batch_size: int, fetch_threads: int = 4,
-                 min_fragment_pixels: int = 1, locator: sldc.SemanticLocator | None = None) -> None:
+                 min_fragment_pixels: int = 1, locator: sldc.SemanticLocator | None = None,
+                 instances: bool = False) -> None:
         self.segmenter = segmenter
         self.batch_size = batch_size
         self.fetch_threads = fetch_threads
         self.min_fragment_pixels = min_fragment_pixels
         self.locator = locator or sldc.BinaryLocator()
+        self.instances = instances
+
+    def _infer(self, images: np.ndarray) -> list[Any]:
+        if self.instances:
+            return list(self.segmenter.instances_batch(images))
+        return list(np.asarray(self.segmenter.segment_batch(images)))
+
+    def _objects(self, tile: sldc.Tile, output: Any, size: tuple[int, int]) -> TileObjects:
+        if self.instances:
+            return instance_objects(output, tile.offset, inner_edges(tile_box(tile), size), self.min_fragment_pixels)
+        return mask_objects(output, tile.offset, self.locator, self.min_fragment_pixels)
 
     def run(self, topology: sldc.TileTopology, tile_ids: Sequence[int], times: StageTimes,
             progress: Progress | None = None) -> TilePolygons:
-        """Polygons of every tile of `topology`; only `tile_ids` are read and segmented."""
-        found: dict[int, tuple[list[Polygon], list[int]]] = {}
+        """The objects of every tile of `topology`; only `tile_ids` are read and segmented."""
+        found: dict[int, TileObjects] = {}
         pending_locates: list[tuple[list[int], Future]] = []
         batches = same_size_batches([topology.tile(identifier) for identifier in tile_ids], self.batch_size)
         tiles = [tile for batch in batches for tile in batch]
+        size = region_size(topology)
 
         def fetch(tile: sldc.Tile) -> np.ndarray:
             start = time.perf_counter()
@@ -163,10 +273,9 @@ class TileSegmenter:
             times.add("fetch", time.perf_counter() - start)
             return pixels
 
-        def locate(batch: list[sldc.Tile], masks: np.ndarray) -> list[list[tuple[Polygon, int]]]:
+        def locate(batch: list[sldc.Tile], outputs: list[Any]) -> list[TileObjects]:
             start = time.perf_counter()
-            located = [self.locator.locate(remove_specks(mask, self.min_fragment_pixels), offset=tile.offset)
-                       for tile, mask in zip(batch, masks)]
+            located = [self._objects(tile, output, size) for tile, output in zip(batch, outputs)]
             times.add("locate", time.perf_counter() - start)
             return located
 
@@ -190,15 +299,12 @@ class TileSegmenter:
                 times.add("fetch_wait", time.perf_counter() - waited)
                 refill()
                 began = time.perf_counter()
-                masks = np.asarray(self.segmenter.segment_batch(np.stack(images)))
+                outputs = self._infer(np.stack(images))
                 times.add("inference", time.perf_counter() - began)
-                pending_locates.append(([t.identifier for t in batch], locators.submit(locate, batch, masks)))
+                pending_locates.append(([t.identifier for t in batch], locators.submit(locate, batch, outputs)))
                 done += len(batch)
                 if progress:
                     progress(done, len(tiles))
             for identifiers, future in pending_locates:
-                for identifier, located in zip(identifiers, future.result()):
-                    found[identifier] = ([p for p, _ in located], [label for _, label in located])
-        all_ids = list(range(1, topology.tile_count + 1))
-        return TilePolygons(all_ids, [found.get(i, ([], []))[0] for i in all_ids],
-                            [found.get(i, ([], []))[1] for i in all_ids])
+                found.update(zip(identifiers, future.result()))
+        return TilePolygons.of_tiles(list(range(1, topology.tile_count + 1)), found, self.instances)

@@ -1,4 +1,9 @@
-"""One region of one image through the SLDC steps: tiles -> segmentation -> polygons -> merged objects."""
+"""One region of one image through the SLDC steps: tiles -> segmentation -> polygons -> merged objects.
+
+The merger follows the segmenter: `InstanceMerger` for one that returns instances
+(`segmenter.Segmenter.returns_instances`), SLDC's semantic merger for one that returns class masks
+only; a caller (e.g. a benchmark) may choose either explicitly.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,7 +16,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from cyseg.job.config import JobConfig
-from cyseg.job.merge import Merger, SemanticTileMerger
+from cyseg.job.merge import InstanceMerger, Merger, SemanticTileMerger
 from cyseg.job.objects import DetectedObject, ObjectFilter, finalize
 from cyseg.job.source import TileSource
 from cyseg.job.tiles import (Progress, TileSegmenter, region_image, region_offset, tile_pixels, tile_topology,
@@ -36,16 +41,26 @@ class RegionResult:
     times: StageTimes
 
 
+def default_merger(segmenter: sldc.SemanticSegmenter) -> Merger:
+    """The instance merger for a segmenter that returns instances, SLDC's semantic merger otherwise."""
+    return InstanceMerger() if getattr(segmenter, "returns_instances", False) else SemanticTileMerger()
+
+
 class Workflow:
-    """Segments regions of slides with a segmenter, as a job's parameters say."""
+    """Segments regions of slides with a segmenter, as a job's parameters say; `merger` overrides
+    `default_merger(segmenter)`."""
 
     def __init__(self, segmenter: sldc.SemanticSegmenter, config: JobConfig, merger: Merger | None = None,
                  fetch_threads: int = FETCH_THREADS) -> None:
         self.config = config
+        self.merger = merger or default_merger(segmenter)
+        if self.merger.needs_instances and not getattr(segmenter, "returns_instances", False):
+            raise ValueError(f"{type(self.merger).__name__} needs a segmenter that returns instances, "
+                             f"and {type(segmenter).__name__} does not")
         factor = 2 ** config.zoom_level
         self.tiles = TileSegmenter(segmenter, config.batch_size, fetch_threads,
-                                   min_fragment_pixels=int(FRAGMENT_SHARE * config.min_area / factor ** 2))
-        self.merger = merger or SemanticTileMerger()
+                                   min_fragment_pixels=int(FRAGMENT_SHARE * config.min_area / factor ** 2),
+                                   instances=self.merger.needs_instances)
         self.rules = ObjectFilter(config.min_area, config.max_area, config.simplify_tolerance)
 
     def run(self, source: TileSource, tissue: TissueMask, roi: BaseGeometry | None = None,
@@ -64,8 +79,7 @@ class Workflow:
         log.info("%s: %d tiles, %d with tissue", source.description, topology.tile_count, len(kept))
         found = self.tiles.run(topology, kept, times, progress)
         start = time.perf_counter()
-        polygons, labels = self.merger.merge(found, topology)
-        objects = finalize(polygons, labels, offset=region_offset(region), factor=source.factor,
+        objects = finalize(self.merger.merge(found, topology), offset=region_offset(region), factor=source.factor,
                            image_height=source.full_height, rules=self.rules, roi=roi)
         times.add("merge", time.perf_counter() - start)
         return RegionResult(objects, topology.tile_count, len(kept), region.width * region.height,

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from cytomine import Cytomine
+from scipy import ndimage
 from cytomine.models import AnnotationCollection, AttachedFileCollection, Job
 
 import segmenter
@@ -51,7 +52,13 @@ class ThresholdSegmenter(Segmenter):
         return (proba[1] >= self.threshold).astype(np.int32)
 
     def instances_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> list[Instances]:
-        raise NotImplementedError
+        """Connected bright regions; score: their mean foreground probability."""
+        found = []
+        for proba in self.predict_proba_batch(images):
+            labels, count = ndimage.label(self.mask_from_proba(proba))
+            scores = np.asarray(ndimage.mean(proba[1], labels, np.arange(1, count + 1))).reshape(-1)
+            found.append(Instances(labels, scores, np.ones(count, dtype=np.int32)))
+        return found
 
 
 segmenter.register(ThresholdSegmenter)

@@ -76,8 +76,8 @@ def test_tiles_without_tissue_are_not_segmented(slide) -> None:
     tissue = detect_tissue(source.thumbnail(1024), source.width)
     calls = []
     model = threshold_segmenter()
-    segment = model.segment_batch
-    model.segment_batch = lambda images: calls.append(len(images)) or segment(images)
+    segment = model.instances_batch
+    model.instances_batch = lambda images: calls.append(len(images)) or segment(images)
     config = JobConfig(tile_size=128, tile_overlap=16, batch_size=4)
     result = Workflow(model, config).run(source, tissue)
     source.close()
