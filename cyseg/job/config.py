@@ -21,6 +21,10 @@ from cyseg.errors import CysegError
 SERVER_PARAMETERS = ("cytomine_host", "cytomine_public_key", "cytomine_private_key", "cytomine_id_project",
                      "cytomine_id_software")
 DEVICES = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+JOB_MODEL = re.compile(r"^job:(\d+)$")  # `model=job:<id>`: the checkpoint attached to that job
+MODES = ("segment", "dataset", "improve", "train")
+# The parameters of the learning modes (dataset, improve, train), which play no part in segmenting.
+LEARNING_PARAMETERS = ("mode", "crop_size", "epochs", "steps_per_epoch", "idi_rounds", "validation_share")
 
 
 def _parameter(kind: str, default: Any) -> Any:
@@ -29,8 +33,10 @@ def _parameter(kind: str, default: Any) -> Any:
 
 @dataclass(frozen=True)
 class JobConfig:
-    """What to segment, with which model, and how (see descriptor.json for each parameter's help)."""
+    """What the job does (`mode`), on which images, with which model, and how (see descriptor.json for each
+    parameter's help)."""
 
+    mode: str = _parameter("String", "segment")
     cytomine_id_images: tuple[int, ...] = _parameter("ListDomain", ())
     cytomine_id_roi_term: int | None = _parameter("Domain", None)
     cytomine_id_result_term: int | None = _parameter("Domain", None)
@@ -45,9 +51,15 @@ class JobConfig:
     device: str = _parameter("String", "auto")
     simplify_tolerance: float = _parameter("Number", 1.0)
     tissue_detection: bool = _parameter("Boolean", True)
+    crop_size: int = _parameter("Number", 256)
+    epochs: int = _parameter("Number", 30)
+    steps_per_epoch: int = _parameter("Number", 50)
+    idi_rounds: int = _parameter("Number", 5)
+    validation_share: float = _parameter("Number", 0.15)
 
     def __post_init__(self) -> None:
         checks = [
+            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got '{self.mode}'"),
             (0 < self.threshold < 1, "threshold must be between 0 and 1 (exclusive)"),
             (self.min_area >= 0, "min_area must be >= 0"),
             (self.max_area > self.min_area, "max_area must be greater than min_area"),
@@ -57,7 +69,15 @@ class JobConfig:
             (0 <= self.zoom_level <= 16, "zoom_level must be between 0 (full resolution) and 16"),
             (bool(DEVICES.match(self.device)), "device must be auto, cpu, cuda or cuda:N"),
             (self.simplify_tolerance >= 0, "simplify_tolerance must be >= 0"),
-            (bool(self.model.strip()), "model must name a shipped model or a model file"),
+            (bool(self.model.strip()), "model must name a shipped model, a model file or job:<job id>"),
+            (not self.model.startswith("job:") or bool(JOB_MODEL.match(self.model)),
+             f"model={self.model} must be job:<job id>, e.g. job:123"),
+            (32 <= self.crop_size <= 2048 and self.crop_size % 16 == 0,
+             "crop_size must be a multiple of 16 between 32 and 2048 pixels"),
+            (1 <= self.epochs <= 10000, "epochs must be between 1 and 10000"),
+            (1 <= self.steps_per_epoch <= 100000, "steps_per_epoch must be between 1 and 100000"),
+            (1 <= self.idi_rounds <= 100, "idi_rounds must be between 1 and 100"),
+            (0 < self.validation_share < 1, "validation_share must be between 0 and 1 (exclusive)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -82,8 +102,8 @@ class JobConfig:
 
     def result_key(self, model_digest: str) -> str:
         """A short digest of everything that decides which objects a run finds (not how fast)."""
-        decisive = {name: value for name, value in dataclasses.asdict(self).items()
-                    if name not in ("cytomine_id_images", "model", "batch_size", "device")}
+        ignored = ("cytomine_id_images", "model", "batch_size", "device", *LEARNING_PARAMETERS)
+        decisive = {name: value for name, value in dataclasses.asdict(self).items() if name not in ignored}
         text = json.dumps({"model": model_digest, **decisive}, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -23,6 +23,7 @@ from cyseg.coordinates import from_cytomine
 from cyseg.errors import CysegError
 from cyseg.job import results
 from cyseg.job.config import JobConfig
+from cyseg.job.models import resolve_model
 from cyseg.job.connection import call, describe, harden, host
 from cyseg.job.progress import JobProgress
 from cyseg.job.results import RegionRecord
@@ -61,7 +62,7 @@ def image_name(image: ImageInstance) -> str:
 def load_model(config: JobConfig) -> tuple[segmenter.Segmenter, str]:
     """The segmenter and a digest of its file; CysegError naming the model when it cannot be used."""
     try:
-        path = segmenter.model_path(config.model)
+        path = resolve_model(config.model)
         model = segmenter.load(path, device=config.device, threshold=config.threshold, batch_size=config.batch_size)
     except (OSError, ValueError) as error:
         raise CysegError(f"cannot load model '{config.model}': {error}") from error
@@ -85,19 +86,30 @@ def project_images(project: Any, wanted: tuple[int, ...]) -> list[ImageInstance]
     return chosen
 
 
-def check_terms(project: Any, config: JobConfig) -> None:
-    """The term parameters must name terms of the project's ontology."""
-    wanted = {"cytomine_id_roi_term": config.cytomine_id_roi_term,
-              "cytomine_id_result_term": config.cytomine_id_result_term}
-    if all(term is None for term in wanted.values()):
-        return
+def project_terms(project: Any) -> dict[int, str]:
+    """Term id -> name of the terms of the project's ontology."""
     terms = call(f"listing the terms of project {project.id}",
                  lambda: TermCollection().fetch_with_filter("project", project.id))
-    names = {term.id: term.name for term in terms}
+    return {term.id: term.name for term in terms}
+
+
+def check_terms(project: Any, config: JobConfig, names: dict[int, str]) -> None:
+    """The term parameters must name terms of the project's ontology (`names`: term id -> name)."""
+    wanted = {"cytomine_id_roi_term": config.cytomine_id_roi_term,
+              "cytomine_id_result_term": config.cytomine_id_result_term}
     for parameter, term in wanted.items():
         if term is not None and term not in names:
             known = ", ".join(f"{i} ({n})" for i, n in sorted(names.items())) or "none"
             raise CysegError(f"{parameter}={term} is not a term of project {project.id} (its terms: {known})")
+
+
+def class_terms(class_names: list[str], names: dict[int, str]) -> dict[int, int]:
+    """Class label -> term, for the model's classes named like a term of the project (case-insensitive;
+    the lowest term id when several match). Objects of other classes get the job's result term."""
+    by_name: dict[str, int] = {}
+    for term, name in sorted(names.items()):
+        by_name.setdefault(name.casefold(), term)
+    return {label: by_name[name.casefold()] for label, name in enumerate(class_names) if name.casefold() in by_name}
 
 
 def regions_of_interest(image: ImageInstance, term_id: int) -> list[tuple[int, BaseGeometry]]:
@@ -119,11 +131,13 @@ class JobRun:
     """One run of the job over its images, keeping a record of every region for the result files."""
 
     def __init__(self, context: JobContext, model: segmenter.Segmenter, model_digest: str,
-                 images: list[ImageInstance]) -> None:
+                 images: list[ImageInstance], terms: dict[int, int] | None = None) -> None:
+        """`terms`: class label -> term (see `class_terms`)."""
         self.context = context
         self.config = context.config
         self.model = model
         self.images = images
+        self.terms = terms or {}
         self.result_key = self.config.result_key(model_digest)
         self.workflow = Workflow(model, self.config)
         self.progress = JobProgress(context.job, len(images))
@@ -161,7 +175,8 @@ class JobRun:
                                                  status="skipped"))
                 return
         uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.result_key,
-                                 self.config.cytomine_id_result_term)
+                                 self.config.cytomine_id_result_term, class_terms=self.terms,
+                                 class_names=self.model.class_names)
         with open_source(image, self.config.zoom_level) as source:
             tissue = (detect_tissue(source.thumbnail(THUMBNAIL_SIZE), source.width) if self.config.tissue_detection
                       else everywhere(source.width, source.height))
@@ -251,9 +266,10 @@ def run_job(cytomine_job: Any) -> None:
     progress = JobProgress(context.job, 1)
     progress.send(0, "loading the model", force=True)
     model, digest = load_model(config)
-    check_terms(context.project, config)
+    terms = project_terms(context.project)
+    check_terms(context.project, config, terms)
     images = project_images(context.project, config.cytomine_id_images)
-    run = JobRun(context, model, digest, images)
+    run = JobRun(context, model, digest, images, class_terms(model.class_names, terms))
     run.run()
     total = sum(len(r.objects) for r in run.records)
     uploaded = sum(r.summary()["uploaded"] for r in run.records)

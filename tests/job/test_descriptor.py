@@ -10,7 +10,7 @@ from cytomine.cytomine_job import _software_params_to_argparse
 from cytomine.models import SoftwareParameterCollection
 
 from cyseg.errors import CysegError
-from cyseg.job.config import SERVER_PARAMETERS, JobConfig
+from cyseg.job.config import LEARNING_PARAMETERS, MODES, SERVER_PARAMETERS, JobConfig
 from cyseg.job.descriptor import DESCRIPTOR_PATH, command_line, load_descriptor, parameters
 from cyseg.server.runner import Endpoint
 from .helpers import ROOT, connect, job_argv
@@ -48,6 +48,15 @@ def test_every_user_parameter_is_a_config_field_with_the_same_type_and_default()
             assert entry["optional"] and default in (None, ()), name
         else:
             assert typed(entry["type"], entry["default-value"]) == typed(entry["type"], default), name
+
+
+def test_mode_parameters_say_which_modes_they_serve() -> None:
+    """The mode's help explains every mode; each other learning parameter says which modes use it."""
+    declared = user_parameters()
+    assert all(f"{mode}:" in declared["mode"]["description"] for mode in MODES)
+    for name in LEARNING_PARAMETERS[1:]:
+        modes = declared[name]["description"].split(":", 1)[0].lower().replace(" only", "")
+        assert modes and set(modes.split(", ")) <= set(MODES) - {"segment"}, name
 
 
 def test_no_default_is_lost_by_the_router() -> None:
