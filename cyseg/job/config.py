@@ -25,6 +25,9 @@ JOB_MODEL = re.compile(r"^job:(\d+)$")  # `model=job:<id>`: the checkpoint attac
 MODES = ("segment", "dataset", "improve", "train")
 # The parameters of the learning modes (dataset, improve, train), which play no part in segmenting.
 LEARNING_PARAMETERS = ("mode", "crop_size", "epochs", "steps_per_epoch", "idi_rounds", "validation_share")
+# The parameters that decide which tiles a focus-gated model segments, hence its out-of-focus regions.
+FOCUS_PARAMETERS = ("cytomine_id_roi_term", "zoom_level", "tile_size", "tile_overlap", "tissue_detection",
+                    "cytomine_id_blurry_term")
 
 
 def _parameter(kind: str, default: Any) -> Any:
@@ -40,6 +43,7 @@ class JobConfig:
     cytomine_id_images: tuple[int, ...] = _parameter("ListDomain", ())
     cytomine_id_roi_term: int | None = _parameter("Domain", None)
     cytomine_id_result_term: int | None = _parameter("Domain", None)
+    cytomine_id_blurry_term: int | None = _parameter("Domain", None)
     model: str = _parameter("String", "default")
     threshold: float = _parameter("Number", 0.5)
     min_area: float = _parameter("Number", 50.0)
@@ -102,10 +106,21 @@ class JobConfig:
 
     def result_key(self, model_digest: str) -> str:
         """A short digest of everything that decides which objects a run finds (not how fast)."""
-        ignored = ("cytomine_id_images", "model", "batch_size", "device", *LEARNING_PARAMETERS)
+        ignored = ("cytomine_id_images", "model", "batch_size", "device", "cytomine_id_blurry_term",
+                   *LEARNING_PARAMETERS)
         decisive = {name: value for name, value in dataclasses.asdict(self).items() if name not in ignored}
-        text = json.dumps({"model": model_digest, **decisive}, sort_keys=True, default=list)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest({"model": model_digest, **decisive})
+
+    def focus_key(self, model_digest: str) -> str:
+        """A short digest of everything that decides the out-of-focus regions a focus-gated run uploads
+        (the blurry term included, unlike `result_key`, which it does not change)."""
+        decisive = {name: getattr(self, name) for name in FOCUS_PARAMETERS}
+        return _digest({"model": model_digest, **decisive}) + ".focus"
+
+
+def _digest(values: dict[str, Any]) -> str:
+    text = json.dumps(values, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _convert(name: str, kind: str, default: Any, value: Any) -> Any:

@@ -1,5 +1,6 @@
 """What a job leaves behind besides annotations: a GeoJSON of every object, a CSV summary per image
-and region, and an overlay thumbnail per image, written locally and attached to the job."""
+and region, an overlay thumbnail per image and, for a focus-gated model, a GeoJSON of where each of
+its models ran; written locally and attached to the job."""
 from __future__ import annotations
 
 import csv
@@ -13,26 +14,29 @@ import numpy as np
 from cytomine.models import AttachedFile
 from PIL import Image, ImageDraw
 from shapely import affinity
-from shapely.geometry import Polygon
+from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from cyseg.coordinates import from_cytomine
+from cyseg.coordinates import from_cytomine, to_cytomine
 from cyseg.job.connection import call
 from cyseg.job.objects import DetectedObject
 from cyseg.job.timing import StageTimes
 from cyseg.job.upload import DUPLICATE, NOT_UPLOADED, UPLOADED
+from cyseg.job.workflow import TileFocus
 from cyseg.polygons import feature_collection, write_geojson
 
 log = logging.getLogger(__name__)
 
 GEOJSON_NAME = "cyseg-objects.geojson"
 SUMMARY_NAME = "cyseg-summary.csv"
+FOCUS_NAME = "cyseg-focus-tiles.geojson"
 OVERLAY_SIZE = 1024
 OBJECT_COLOUR = (255, 64, 64)
 ROI_COLOUR = (64, 255, 64)
+BLURRY_TINT = (64, 160, 255, 80)  # RGBA over the tiles the blurry model segmented
 SUMMARY_COLUMNS = ("image_id", "image_name", "region", "status", "objects", "area_mean", "area_median", "area_min",
-                   "area_max", "tiles", "tiles_with_tissue", "seconds", "fetch_seconds", "inference_seconds",
-                   "polygons_seconds", "uploaded", "duplicates", "not_uploaded")
+                   "area_max", "tiles", "tiles_with_tissue", "sharp_model_tiles", "blurry_model_tiles", "seconds",
+                   "fetch_seconds", "inference_seconds", "polygons_seconds", "uploaded", "duplicates", "not_uploaded")
 
 
 def overlay_name(image_id: int) -> str:
@@ -55,6 +59,7 @@ class RegionRecord:
     seconds: float = 0.0  # wall time of the segmentation; `times` splits it by stage (summed over threads)
     status: str = "pending"
     times: StageTimes = field(default_factory=StageTimes)
+    focus: list[TileFocus] = field(default_factory=list)  # a focus-gated model's decision per segmented tile
 
     def set_objects(self, objects: list[DetectedObject]) -> None:
         self.objects = objects
@@ -70,7 +75,9 @@ class RegionRecord:
                 "area_mean": stat(statistics.fmean(areas) if areas else None),
                 "area_median": stat(statistics.median(areas) if areas else None),
                 "area_min": stat(min(areas, default=None)), "area_max": stat(max(areas, default=None)),
-                "tiles": self.tiles, "tiles_with_tissue": self.tiles_with_tissue, "seconds": f"{self.seconds:.2f}",
+                "tiles": self.tiles, "tiles_with_tissue": self.tiles_with_tissue,
+                "sharp_model_tiles": sum(not d.blurry for d in self.focus),
+                "blurry_model_tiles": sum(d.blurry for d in self.focus), "seconds": f"{self.seconds:.2f}",
                 "fetch_seconds": f"{self.times.fetch:.2f}", "inference_seconds": f"{self.times.inference:.2f}",
                 "polygons_seconds": f"{self.times.locate + self.times.merge:.2f}",
                 "uploaded": self.statuses.count(UPLOADED), "duplicates": self.statuses.count(DUPLICATE),
@@ -85,6 +92,18 @@ def write_geojson_file(path: Path, records: list[RegionRecord], class_names: lis
                             else str(obj.label), "score": None if obj.score is None else round(obj.score, 4),
                             "upload": status})
              for r in records for obj, status in zip(r.objects, r.statuses)]
+    collection = feature_collection(items)
+    collection["cyseg"] = {"coordinates": "Cytomine: full-resolution pixels, origin at the bottom-left"}
+    return write_geojson(path, collection)
+
+
+def write_focus_tiles(path: Path, records: list[RegionRecord]) -> Path:
+    """Every tile a focus-gated model segmented as a GeoJSON feature (its box in Cytomine coordinates),
+    with its focus score (null for a tile without content) and the model that ran."""
+    items = [(to_cytomine(box(*d.box), r.image_height),
+              {"image_id": r.image_id, "image_name": r.image_name, "region": r.region,
+               "score": None if d.score is None else round(d.score, 4), "blurry": d.blurry, "model": d.model})
+             for r in records for d in r.focus]
     collection = feature_collection(items)
     collection["cyseg"] = {"coordinates": "Cytomine: full-resolution pixels, origin at the bottom-left"}
     return write_geojson(path, collection)
@@ -106,11 +125,24 @@ def _draw(draw: ImageDraw.ImageDraw, geometry: BaseGeometry, image_height: int, 
             draw.line(list(part.exterior.coords), fill=colour, width=width)
 
 
+def _tint_blurry_tiles(picture: Image.Image, records: list[RegionRecord], scale: float) -> Image.Image:
+    """The picture with the tiles the blurry model segmented tinted (semi-transparent)."""
+    layer = Image.new("RGBA", picture.size)
+    draw = ImageDraw.Draw(layer)
+    for record in records:
+        for decision in record.focus:
+            if decision.blurry:
+                draw.rectangle([value * scale for value in decision.box], fill=BLURRY_TINT)
+    return Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB")
+
+
 def write_overlay(path: Path, thumbnail: np.ndarray, full_width: int, records: list[RegionRecord]) -> Path:
-    """The thumbnail with each region of interest (green) and object (red) outlined."""
+    """The thumbnail with the tiles a focus-gated model sent to its blurry model tinted blue, and each
+    region of interest (green) and object (red) outlined."""
     picture = Image.fromarray(thumbnail).convert("RGB")
-    draw = ImageDraw.Draw(picture)
     scale = picture.width / full_width
+    picture = _tint_blurry_tiles(picture, records, scale)
+    draw = ImageDraw.Draw(picture)
     for record in records:
         if record.roi is not None:
             _draw(draw, record.roi, record.image_height, scale, ROI_COLOUR, 2)

@@ -30,7 +30,7 @@ from cyseg.job.results import RegionRecord
 from cyseg.job.source import TileSource, open_source
 from cyseg.job.tissue import THUMBNAIL_SIZE, TissueMask, detect_tissue, everywhere
 from cyseg.job.upload import ImageUploader, UploadError
-from cyseg.job.workflow import Workflow
+from cyseg.job.workflow import Workflow, blurry_regions
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def project_terms(project: Any) -> dict[int, str]:
 def check_terms(project: Any, config: JobConfig, names: dict[int, str]) -> None:
     """The term parameters must name terms of the project's ontology (`names`: term id -> name)."""
     wanted = {"cytomine_id_roi_term": config.cytomine_id_roi_term,
-              "cytomine_id_result_term": config.cytomine_id_result_term}
+              "cytomine_id_result_term": config.cytomine_id_result_term,
+              "cytomine_id_blurry_term": config.cytomine_id_blurry_term}
     for parameter, term in wanted.items():
         if term is not None and term not in names:
             known = ", ".join(f"{i} ({n})" for i, n in sorted(names.items())) or "none"
@@ -139,6 +140,12 @@ class JobRun:
         self.images = images
         self.terms = terms or {}
         self.result_key = self.config.result_key(model_digest)
+        self.focus_key = self.config.focus_key(model_digest)
+        self.blurry_term = self.config.cytomine_id_blurry_term
+        if self.blurry_term is not None and not isinstance(model, segmenter.FocusGated):
+            log.warning("cytomine_id_blurry_term=%s ignored: model %s is not focus-gated", self.blurry_term,
+                        self.config.model)
+            self.blurry_term = None
         self.workflow = Workflow(model, self.config)
         self.progress = JobProgress(context.job, len(images))
         self.records: list[RegionRecord] = []
@@ -177,6 +184,12 @@ class JobRun:
         uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.result_key,
                                  self.config.cytomine_id_result_term, class_terms=self.terms,
                                  class_names=self.model.class_names)
+        focus_uploader = None
+        if self.blurry_term is not None:
+            focus_uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.focus_key,
+                                           self.blurry_term)
+            # both list the image's annotations before either uploads, so neither takes the other's for its own
+            pending.extend([uploads.submit(uploader.prepare), uploads.submit(focus_uploader.prepare)])
         with open_source(image, self.config.zoom_level) as source:
             tissue = (detect_tissue(source.thumbnail(THUMBNAIL_SIZE), source.width) if self.config.tissue_detection
                       else everywhere(source.width, source.height))
@@ -191,6 +204,8 @@ class JobRun:
                         f", region {number}/{len(rois)}" if roi_id is not None else "")
                     self._region(index, number, len(rois), where, source, tissue, record)
                     pending.append(uploads.submit(self._upload, uploader, record))
+                    if focus_uploader is not None:
+                        pending.append(uploads.submit(self._upload_blurry, focus_uploader, record))
                     self._raise_upload_errors(pending)
             finally:
                 self._overlay(image, source, image_records)
@@ -223,6 +238,7 @@ class JobRun:
         record.set_objects(result.objects)
         record.tiles, record.tiles_with_tissue = result.tiles, result.tiles_with_tissue
         record.seconds, record.times, record.status = result.seconds, result.times, "segmented"
+        record.focus = result.focus
         self.progress.image(index, number / regions, f"{where}: {len(result.objects)} objects found, uploading",
                             force=True)
 
@@ -233,6 +249,12 @@ class JobRun:
             record.statuses, record.status = error.report.statuses, "upload failed"
             raise
         record.statuses, record.status = report.statuses, "done"
+
+    def _upload_blurry(self, uploader: ImageUploader, record: RegionRecord) -> None:
+        """Upload the union of the region's tiles the blurry model segmented, with the blurry term."""
+        regions = blurry_regions(record.focus, record.image_height, record.roi, self.config.simplify_tolerance)
+        if regions:
+            uploader.upload(regions)
 
     @staticmethod
     def _raise_upload_errors(pending: list[Future]) -> None:
@@ -245,6 +267,8 @@ class JobRun:
         the error that stopped the run stays the job's message)."""
         files = list(self.overlays)
         try:
+            if any(r.focus for r in self.records):
+                files.insert(0, results.write_focus_tiles(self.out / results.FOCUS_NAME, self.records))
             files.insert(0, results.write_summary(self.out / results.SUMMARY_NAME, self.records))
             files.insert(0, results.write_geojson_file(self.out / results.GEOJSON_NAME, self.records,
                                                        self.model.class_names))

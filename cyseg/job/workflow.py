@@ -2,25 +2,28 @@
 
 The merger follows the segmenter: `InstanceMerger` for one that returns instances
 (`segmenter.Segmenter.returns_instances`), SLDC's semantic merger for one that returns class masks
-only; a caller (e.g. a benchmark) may choose either explicitly.
+only; a caller (e.g. a benchmark) may choose either explicitly. A focus-gated segmenter's decision
+per tile (`Instances.extra["focus"]`) is kept with the region's result.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import sldc
-from shapely import affinity
+from shapely import affinity, unary_union
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from cyseg.coordinates import to_cytomine
 from cyseg.job.config import JobConfig
 from cyseg.job.merge import InstanceMerger, Merger, SemanticTileMerger
 from cyseg.job.objects import DetectedObject, ObjectFilter, finalize
 from cyseg.job.source import TileSource
-from cyseg.job.tiles import (Progress, TileSegmenter, region_image, region_offset, tile_pixels, tile_topology,
-                             tissue_tiles)
+from cyseg.job.tiles import (Progress, TilePolygons, TileSegmenter, polygon_parts, region_image, region_offset,
+                             tile_box, tile_pixels, tile_topology, tissue_tiles)
 from cyseg.job.timing import StageTimes
 from cyseg.job.tissue import TissueMask
 
@@ -28,6 +31,21 @@ log = logging.getLogger(__name__)
 
 FETCH_THREADS = 4
 FRAGMENT_SHARE = 0.25  # tile fragments under this share of the minimum area are noise, not cut objects
+
+
+@dataclass(frozen=True)
+class TileFocus:
+    """Where a focus-gated segmenter sent one tile: the tile's box (left, top, right, bottom) in
+    full-resolution image coordinates (origin top-left), its focus score (higher = blurrier; None for
+    a tile without content) and the model that ran ("sharp" or "blurry")."""
+
+    box: tuple[int, int, int, int]
+    score: float | None
+    model: str
+
+    @property
+    def blurry(self) -> bool:
+        return self.model == "blurry"
 
 
 @dataclass
@@ -39,6 +57,38 @@ class RegionResult:
     segmented_pixels: int  # pixels of the tiles segmented (overlaps count as often as they are segmented)
     seconds: float
     times: StageTimes
+    focus: list[TileFocus] = field(default_factory=list)  # per segmented tile; empty unless focus-gated
+
+
+def tile_focus(found: TilePolygons, topology: sldc.TileTopology, source: TileSource,
+               offset: tuple[int, int]) -> list[TileFocus]:
+    """The focus decision of every segmented tile that has one, in tile order (`offset`: where the
+    region starts in the level image)."""
+    decisions = []
+    for identifier, extra in sorted(found.extras.items()):
+        if "focus" not in extra:
+            continue
+        left, top, right, bottom = tile_box(topology.tile(identifier))
+        (x, y), f = offset, source.factor
+        full = ((left + x) * f, (top + y) * f, min((right + x) * f, source.full_width),
+                min((bottom + y) * f, source.full_height))
+        decisions.append(TileFocus(full, extra["focus"]["score"], extra["focus"]["model"]))
+    return decisions
+
+
+def blurry_regions(decisions: Sequence[TileFocus], image_height: int, roi: BaseGeometry | None = None,
+                   tolerance: float = 0.0) -> list[DetectedObject]:
+    """The union of the tiles the blurry model segmented, one object per connected part (no class, no
+    score), in Cytomine coordinates, clipped to `roi` (Cytomine coordinates) and simplified by `tolerance`."""
+    union = unary_union([box(*d.box) for d in decisions if d.blurry])
+    if union.is_empty:
+        return []
+    area = to_cytomine(union, image_height)
+    if roi is not None:
+        area = area.intersection(roi)
+    if tolerance:
+        area = area.simplify(tolerance, preserve_topology=True)
+    return [DetectedObject(part, part.area, 0) for part in polygon_parts(area)]
 
 
 def default_merger(segmenter: sldc.SemanticSegmenter) -> Merger:
@@ -79,8 +129,10 @@ class Workflow:
         log.info("%s: %d tiles, %d with tissue", source.description, topology.tile_count, len(kept))
         found = self.tiles.run(topology, kept, times, progress)
         start = time.perf_counter()
-        objects = finalize(self.merger.merge(found, topology), offset=region_offset(region), factor=source.factor,
+        offset = region_offset(region)
+        objects = finalize(self.merger.merge(found, topology), offset=offset, factor=source.factor,
                            image_height=source.full_height, rules=self.rules, roi=roi)
         times.add("merge", time.perf_counter() - start)
         return RegionResult(objects, topology.tile_count, len(kept), region.width * region.height,
-                            tile_pixels(topology, kept), time.perf_counter() - began, times)
+                            tile_pixels(topology, kept), time.perf_counter() - began, times,
+                            tile_focus(found, topology, source, offset))

@@ -12,9 +12,10 @@ from cyseg.job.config import JobConfig
 def test_values_are_converted_to_the_field_types() -> None:
     config = JobConfig.from_parameters(Namespace(
         cytomine_id_images="12,34", cytomine_id_roi_term=7, cytomine_id_result_term=None, tile_size=256.0,
-        threshold=0.3, tissue_detection="false", model="unet", cytomine_host="ignored"))
+        threshold=0.3, tissue_detection="false", model="unet", cytomine_host="ignored", cytomine_id_blurry_term="9"))
     assert config.cytomine_id_images == (12, 34)
     assert config.cytomine_id_roi_term == 7 and config.cytomine_id_result_term is None
+    assert config.cytomine_id_blurry_term == 9 and JobConfig().cytomine_id_blurry_term is None
     assert config.tile_size == 256 and isinstance(config.tile_size, int)
     assert config.threshold == 0.3 and config.tissue_detection is False and config.model == "unet"
 
@@ -36,6 +37,7 @@ def test_empty_values_take_the_defaults() -> None:
     ({"tile_size": 100.5}, "tile_size=100.5: expected a whole number"),
     ({"cytomine_id_images": "1,x"}, "cytomine_id_images='1,x': expected comma-separated ids"),
     ({"tissue_detection": "maybe"}, "tissue_detection='maybe': expected true or false"),
+    ({"cytomine_id_blurry_term": "blur"}, "cytomine_id_blurry_term='blur': expected an id"),
     ({"threshold": 1.5}, "threshold must be between 0 and 1"),
     ({"min_area": 100, "max_area": 50}, "max_area must be greater than min_area"),
     ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
@@ -60,3 +62,13 @@ def test_result_key_depends_on_what_decides_the_objects_only() -> None:
     assert base.result_key("m1") != base.result_key("m2")
     learning = JobConfig(mode="train", crop_size=128, epochs=2, steps_per_epoch=5, idi_rounds=2, validation_share=0.5)
     assert base.result_key("m1") == learning.result_key("m1")
+
+
+def test_blurry_term_changes_the_focus_key_only() -> None:
+    base = JobConfig()
+    blurry = JobConfig(cytomine_id_blurry_term=9)
+    assert base.result_key("m1") == blurry.result_key("m1")
+    assert base.focus_key("m1") != blurry.focus_key("m1") and blurry.focus_key("m1").endswith(".focus")
+    assert blurry.focus_key("m1") == JobConfig(cytomine_id_blurry_term=9, threshold=0.6).focus_key("m1")
+    assert blurry.focus_key("m1") != JobConfig(cytomine_id_blurry_term=9, tile_size=256).focus_key("m1")
+    assert blurry.focus_key("m1") != blurry.focus_key("m2")
