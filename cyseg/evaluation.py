@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from metrics import ImageResult, evaluate_image, precision_recall_curve, summarize_by_level
+from metrics import ImageResult, evaluate_image, level_key, precision_recall_curve, summarize_by_level
 from segmenter import Instances, Segmenter, UNetSegmenter
 from segmenter.datasets import LabelledImage
 from transforms import defocus
@@ -32,11 +32,14 @@ class Evaluation:
 
     results: dict[str, list[ImageResult]] = field(default_factory=dict)
     overlay: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    focus_calls: list[tuple[float, bool]] = field(default_factory=list)  # (level, called blurry), focus-gated
 
     def metrics(self, sharp_levels: tuple[float, ...] = (0.0,)) -> dict:
         summary = summarize_by_level(self.results["model"], sharp_levels=sharp_levels)
         if BASELINE in self.results:
             summary[BASELINE] = summarize_by_level(self.results[BASELINE], sharp_levels=sharp_levels)
+        if self.focus_calls:
+            summary["classifier_error"] = classifier_errors(self.focus_calls, sharp_levels)
         return summary
 
     def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -49,6 +52,15 @@ class Evaluation:
                 np.concatenate([r.is_tp for r in at_level]).astype(bool),
                 sum(r.n_true for r in at_level))
         return curves
+
+
+def classifier_errors(calls: list[tuple[float, bool]], sharp_levels: tuple[float, ...]) -> dict[str, float]:
+    """Per blur level, the share of images the focus classifier called wrongly (blurry at a sharp
+    level, sharp at any other)."""
+    errors: dict[str, list[bool]] = {}
+    for level, blurry in calls:
+        errors.setdefault(level_key(level), []).append(blurry == (level in sharp_levels))
+    return {level: float(np.mean(wrong)) for level, wrong in errors.items()}
 
 
 def evaluate(model: Segmenter, samples: list[LabelledImage], levels: list[float],
@@ -66,6 +78,8 @@ def evaluate(model: Segmenter, samples: list[LabelledImage], levels: list[float]
                 for name, instances in found.items():
                     evaluation.results.setdefault(name, []).append(evaluate_image(
                         instances.labels, sample.labels, instances.scores, float(level)))
+                if "focus" in found["model"].extra:
+                    evaluation.focus_calls.append((float(level), bool(found["model"].extra["focus"]["blurry"])))
                 if index == 0 and level == levels[0]:
                     evaluation.overlay = (sample.image, found["model"].labels, sample.labels)
                 bar.update()

@@ -26,12 +26,12 @@ _COLUMNS = (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("ap
             ("dice", "Dice"), ("jaccard", "Jaccard"), ("count_mape", "Count MAPE (%)"))
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON types: numpy scalars and arrays converted, NaN and infinities as null."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -39,7 +39,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _fmt(key: str, value: Any) -> str:
+def format_value(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.1f}" if key == "count_mape" else f"{value:.3f}"
@@ -60,12 +60,12 @@ def _table(metrics: Mapping[str, Any]) -> list[str]:
              "|---" * (len(_COLUMNS) + 2) + "|"]
     for label, summary in _rows(metrics):
         name = f"**{label}**" if label == "overall" else label
-        cells = [name, str(summary.get("n_images", "n/a"))] + [_fmt(k, summary.get(k)) for k, _ in _COLUMNS]
+        cells = [name, str(summary.get("n_images", "n/a"))] + [format_value(k, summary.get(k)) for k, _ in _COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     if "nhm" in metrics:
-        lines += ["", f"**NHM** (harmonic mean of sharp and blurry F1): {_fmt('nhm', metrics['nhm'])} "
-                      f"(sharp F1 {_fmt('f1', metrics.get('f1_sharp'))}, "
-                      f"blurry F1 {_fmt('f1', metrics.get('f1_blurry'))})"]
+        lines += ["", f"**NHM** (harmonic mean of sharp and blurry F1): {format_value('nhm', metrics['nhm'])} "
+                      f"(sharp F1 {format_value('f1', metrics.get('f1_sharp'))}, "
+                      f"blurry F1 {format_value('f1', metrics.get('f1_blurry'))})"]
     return lines
 
 
@@ -81,7 +81,7 @@ def _markdown(metrics: Mapping[str, Any], title: str, plots: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
@@ -96,7 +96,7 @@ def _plot_pr(pr_curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path)
             ax.plot(np.r_[0.0, recall], np.r_[precision[0], precision], label=str(label))
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall (IoU 0.5)")
     ax.legend(title="Blur level")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_per_level(per_level: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
@@ -108,7 +108,7 @@ def _plot_per_level(per_level: Mapping[str, Mapping[str, Any]], path: Path) -> P
         ax.plot(x, [per_level[lv][key] for lv in levels], marker="o", label=label)
     ax.set(xlabel="Blur level (px)", ylabel="Score", ylim=(0, 1.02), title="Detection vs blur level")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _display_rgb(image: np.ndarray) -> np.ndarray:
@@ -138,7 +138,7 @@ def _plot_overlay(image: np.ndarray, pred_labels: np.ndarray, true_labels: np.nd
     ax.set_axis_off()
     ax.legend(handles=[Patch(color=PRED_COLOUR, label="predicted"), Patch(color=TRUE_COLOUR, label="ground truth")],
               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(metrics: Mapping[str, Any], out_dir: str | Path, title: str = "Segmentation report",
@@ -161,7 +161,7 @@ def write_report(metrics: Mapping[str, Any], out_dir: str | Path, title: str = "
     if overlay is not None:
         plots.append(_plot_overlay(*overlay, out_dir / "overlay.png"))
     json_path = out_dir / "metrics.json"
-    json_path.write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
+    json_path.write_text(json.dumps(jsonable(metrics), indent=2) + "\n")
     md_path = out_dir / "report.md"
     md_path.write_text(_markdown(metrics, title, plots))
     logger.info("wrote report to %s", out_dir)

@@ -2,11 +2,13 @@
 from segmenter.base import Instances, Segmenter, resolve_device
 from segmenter.checkpoint import Checkpoint, ModelLoadError
 from segmenter.registry import FAMILIES, SHIPPED, from_checkpoint, load, model_path, register
+from segmenter.detection import DetectionSegmenter
 from segmenter.focus_gated import FocusGated
 from segmenter.unet_segmenter import UNetSegmenter
 
 register(UNetSegmenter)
+register(DetectionSegmenter)
 register(FocusGated)
 
-__all__ = ["Checkpoint", "FAMILIES", "FocusGated", "Instances", "ModelLoadError", "SHIPPED", "Segmenter",
+__all__ = ["Checkpoint", "DetectionSegmenter", "FAMILIES", "FocusGated", "Instances", "ModelLoadError", "SHIPPED", "Segmenter",
            "UNetSegmenter", "from_checkpoint", "load", "model_path", "register", "resolve_device"]

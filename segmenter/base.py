@@ -9,6 +9,8 @@ import numpy as np
 import sldc
 import torch
 
+from transforms import touching_borders
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """`None`/"auto" picks CUDA when available, else CPU; asking for CUDA without one is an error."""
@@ -38,6 +40,14 @@ class Instances:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def class_mask(self) -> np.ndarray:
+        """The int32 class mask, with the seams between touching objects set to background so that a
+        mask-to-polygon step keeps them apart."""
+        classes = np.concatenate([[0], self.classes]).astype(np.int32)
+        mask = classes[self.labels]
+        mask[touching_borders(self.labels)] = 0
+        return mask
 
 
 class Segmenter(sldc.SemanticSegmenter, abc.ABC):

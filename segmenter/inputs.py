@@ -55,3 +55,11 @@ def pad_to_multiple(image: np.ndarray, multiple: int, height: int | None = None,
     target_w = -(-max(w, width or w) // multiple) * multiple
     mode = "reflect" if h > 1 and w > 1 and target_h - h < h and target_w - w < w else "edge"
     return np.pad(image, ((0, target_h - h), (0, target_w - w), (0, 0)), mode=mode)
+
+
+def padded_batch(images: list[np.ndarray], multiple: int) -> np.ndarray:
+    """N×C×H×W float32: H×W×C images padded (`pad_to_multiple`) to their common size."""
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    batch = np.stack([pad_to_multiple(image, multiple, height, width) for image in images])
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)

@@ -67,6 +67,7 @@ class TrainConfig:
     postprocess: dict[str, Any] = field(default_factory=lambda: PostProcess().to_dict())
     tune_postprocess: bool = True
     resume: bool = False
+    init_from: str | None = None  # a U-Net checkpoint of the same architecture to start from (fine-tuning)
 
 
 def seam_target(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,18 +84,17 @@ def split_validation(samples: list[LabelledImage], fraction: float,
     return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
 
 
-class CropSampler:
-    """Random augmented training crops, already normalised, as tensors."""
+class AugmentedCrops:
+    """Random augmented, normalised training crops (H×W×C float32) with their instance labels."""
 
-    def __init__(self, samples: list[LabelledImage], config: TrainConfig, rng: np.random.Generator):
-        self.images = [to_channels(s.image, config.in_channels) for s in samples]
+    def __init__(self, samples: list[LabelledImage], in_channels: int, crop: int, normalization: dict[str, Any],
+                 augment: Augmenter, rng: np.random.Generator):
+        self.images = [to_channels(s.image, in_channels) for s in samples]
         self.labels = [s.labels for s in samples]
-        self.crop = config.crop
+        self.crop = crop
         self.rng = rng
-        self.normalize = Normalization.from_dict(config.normalization)
-        self.augment = Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical",
-                                 defocus_prob=config.defocus_prob, background_prob=config.background_prob)
-        self.seam_weight = config.seam_weight
+        self.normalize = Normalization.from_dict(normalization)
+        self.augment = augment
 
     def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, labels = self.images[index], self.labels[index]
@@ -107,18 +107,35 @@ class CropSampler:
         window = np.s_[top:top + self.crop, left:left + self.crop]
         return image[window], labels[window]
 
+    def sample(self, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One crop of image `index` (default: a random one): (normalised image, labels)."""
+        if index is None:
+            index = int(self.rng.integers(0, len(self.images)))
+        image, labels = self.augment(*self._crop(index), self.rng)
+        return self.normalize(image), labels
+
+
+class CropSampler:
+    """Batches of U-Net training crops, already normalised, as tensors: images, targets, weights."""
+
+    def __init__(self, samples: list[LabelledImage], config: TrainConfig, rng: np.random.Generator):
+        augment = Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical",
+                            defocus_prob=config.defocus_prob, background_prob=config.background_prob)
+        self.crops = AugmentedCrops(samples, config.in_channels, config.crop, config.normalization, augment, rng)
+        self.seam_weight = config.seam_weight
+
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, targets, weights = [], [], []
-        for index in self.rng.integers(0, len(self.images), size):
-            image, labels = self.augment(*self._crop(index), self.rng)
+        for index in self.crops.rng.integers(0, len(self.crops.images), size):
+            image, labels = self.crops.sample(index)
             target, seams = seam_target(labels)
-            images.append(self.normalize(image).transpose(2, 0, 1))
+            images.append(image.transpose(2, 0, 1))
             targets.append(target[None])
             weights.append(1.0 + self.seam_weight * seams[None])
-        return _stack(images), _stack(targets), _stack(weights)
+        return stack_tensors(images), stack_tensors(targets), stack_tensors(weights)
 
 
-def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
+def stack_tensors(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(arrays), dtype=np.float32))
 
 
@@ -177,7 +194,10 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     sampler = CropSampler(train_samples, config, rng)
     val_sets = validation_sets(val_samples, config.val_defocus_levels, config.seed)
 
-    network = UNet(config.in_channels, 1, config.depth, config.n_filters, config.batch_norm).to(device)
+    network = UNet(config.in_channels, 1, config.depth, config.n_filters, config.batch_norm)
+    if config.init_from:
+        network.load_state_dict(Checkpoint.load(config.init_from).state_dict)
+    network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)

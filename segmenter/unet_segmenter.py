@@ -9,9 +9,9 @@ from scipy import ndimage
 
 from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint
-from segmenter.inputs import as_image_list, pad_to_multiple, to_channels
+from segmenter.inputs import as_image_list, padded_batch, to_channels
 from segmenter.unet import UNet
-from transforms import Normalization, PostProcess, instance_scores, touching_borders
+from transforms import Normalization, PostProcess, instance_scores
 
 
 class UNetSegmenter(Segmenter):
@@ -53,12 +53,9 @@ class UNetSegmenter(Segmenter):
 
     def _predict_chunk(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """One forward pass over images padded to a common size."""
-        height = max(image.shape[0] for image in images)
-        width = max(image.shape[1] for image in images)
-        batch = np.stack([pad_to_multiple(image, self.network.multiple, height, width)
-                          for image in images]).transpose(0, 3, 1, 2)
+        batch = padded_batch(images, self.network.multiple)
         with torch.inference_mode():
-            logits = self.network(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+            logits = self.network(torch.from_numpy(batch).to(self.device))
             if logits.shape[1] == 1:
                 foreground = torch.sigmoid(logits)
                 proba = torch.cat([1 - foreground, foreground], dim=1)
@@ -70,11 +67,7 @@ class UNetSegmenter(Segmenter):
     def mask_from_proba(self, proba: np.ndarray) -> np.ndarray:
         """The class mask of the post-processed instances, with the seams between touching
         instances set to background so that a mask-to-polygon step keeps them apart."""
-        found = self.instances_from_proba(proba)
-        classes = np.concatenate([[0], found.classes]).astype(np.int32)
-        mask = classes[found.labels]
-        mask[touching_borders(found.labels)] = 0
-        return mask
+        return self.instances_from_proba(proba).class_mask()
 
     def instances_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> list[Instances]:
         return [self.instances_from_proba(proba) for proba in self.predict_proba_batch(images)]

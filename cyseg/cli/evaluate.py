@@ -10,7 +10,9 @@ from cyseg.cli.train import float_list
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="score a model against instance labels",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
+    parser.add_argument("--model", default="default",
+                        help="shipped model name or checkpoint path; several, comma-separated, are compared "
+                             "side by side (each gets its own report in OUT/<name>)")
     parser.add_argument("--images", required=True, type=Path, help="folder of images")
     parser.add_argument("--labels", required=True, type=Path,
                         help="folder of uint16 instance labels with the images' file names")
@@ -28,16 +30,24 @@ def run(args: argparse.Namespace) -> int:
     import segmenter
     from cyseg.evaluation import evaluate
     from metrics import write_report
+    from metrics.comparison import write_comparison
     from segmenter.datasets import load_labelled
 
-    model = segmenter.load(args.model, device=args.device)
-    evaluation = evaluate(model, load_labelled(args.images, args.labels), args.defocus, seed=args.seed)
-    metrics = evaluation.metrics(tuple(args.sharp_levels))
-    metrics["setup"] = dict(model=str(args.model), images=str(args.images), labels=str(args.labels),
-                            levels=args.defocus, seed=args.seed)
-    write_report(metrics, args.out, title=f"cyseg evaluation: {args.model} on {args.images}",
-                 pr_curves=evaluation.pr_curves(), overlay=evaluation.overlay)
-    overall = metrics["overall"]
-    print(f"F1 {overall['f1']:.4f}  AP@0.5 {overall['ap50']:.4f}  count MAPE {overall['count_mape']:.1f}%"
-          + (f"  NHM {metrics['nhm']:.4f}" if "nhm" in metrics else "") + f"  -> {args.out}/report.md")
+    models = [name for name in str(args.model).split(",") if name]
+    samples = load_labelled(args.images, args.labels)
+    compared = {}
+    for name in models:
+        out = args.out if len(models) == 1 else args.out / Path(name).stem
+        evaluation = evaluate(segmenter.load(name, device=args.device), samples, args.defocus, seed=args.seed)
+        metrics = evaluation.metrics(tuple(args.sharp_levels))
+        metrics["setup"] = dict(model=name, images=str(args.images), labels=str(args.labels),
+                                levels=args.defocus, seed=args.seed)
+        write_report(metrics, out, title=f"cyseg evaluation: {name} on {args.images}",
+                     pr_curves=evaluation.pr_curves(), overlay=evaluation.overlay)
+        overall = metrics["overall"]
+        print(f"{name}: F1 {overall['f1']:.4f}  AP@0.5 {overall['ap50']:.4f}  count MAPE {overall['count_mape']:.1f}%"
+              + (f"  NHM {metrics['nhm']:.4f}" if "nhm" in metrics else "") + f"  -> {out}/report.md")
+        compared[Path(name).stem] = metrics
+    if len(models) > 1:
+        print(f"comparison -> {write_comparison(compared, args.out, title=f'cyseg models on {args.images}')}")
     return 0

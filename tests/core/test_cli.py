@@ -79,3 +79,26 @@ def test_default_model_on_bbbc039_val(shared_data, tmp_path):
     assert main(["evaluate", "--images", str(images), "--labels", str(val / "labels"), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overall"]["f1"] > 0.85
+
+
+def test_evaluate_compares_several_models_side_by_side(tmp_path, synthetic_dataset, checkpoint):
+    tiny = tmp_path / "tiny.pt"
+    checkpoint.save(tiny)
+    out = tmp_path / "compare"
+    code = main(["evaluate", "--model", f"default,{tiny}", "--images", str(synthetic_dataset / "images"),
+                 "--labels", str(synthetic_dataset / "labels"), "--defocus", "0,4", "--out", str(out)])
+    assert code == 0
+    compared = json.loads((out / "comparison.json").read_text())
+    assert set(compared) == {"default", "tiny"}
+    assert compared["default"]["per_level"]["0"]["f1"] > compared["tiny"]["per_level"]["0"]["f1"]
+    table = (out / "comparison.md").read_text()
+    assert "| default |" in table and "| tiny |" in table and "blur 4" in table
+    assert (out / "default" / "report.md").is_file() and (out / "tiny" / "metrics.json").is_file()
+    assert Image.open(out / "comparison.png").size[0] > 300
+
+
+def test_classifier_error_counts_wrong_calls_per_level():
+    from cyseg.evaluation import classifier_errors
+
+    calls = [(0.0, False), (0.0, True), (4.0, True), (4.0, True), (1.0, False)]
+    assert classifier_errors(calls, (0.0, 1.0)) == {"0": 0.5, "4": 0.0, "1": 0.0}
