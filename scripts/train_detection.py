@@ -57,6 +57,7 @@ def main() -> int:
     nuclei = DetectionTrainConfig(
         out=str(WEIGHTS_DIR / "detection-bbbc039.pt"), data=[str(args.data / "bbbc039" / "train")],
         init_from=str(WEIGHTS_DIR / "unet-bbbc039.pt"), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        lr=5e-4,
         defocus_levels=[1, 2, 3, 4, 6, 8], defocus_prob=0.5, device=args.device)
     results = {"nuclei": train_once(nuclei)}
     bccd = dict(voc=str(args.data / "bccd"), voc_scale=0.5, class_names=BCCD_CLASSES, in_channels=3,

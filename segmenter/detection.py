@@ -37,6 +37,7 @@ from transforms import Normalization
 from transforms._validation import from_known_fields
 
 PEAK_WINDOW = 3  # a peak is the maximum of its PEAK_WINDOW × PEAK_WINDOW neighbourhood
+MAX_CANDIDATES = 5000  # best-scoring peaks per image kept for suppression (bounds the cost on noise)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def build_network(architecture: dict[str, Any]) -> tuple[UNet, Heads]:
     heads = Heads(architecture["n_classes"], architecture["n_rays"], architecture["ray_scale"])
     network = UNet(architecture["in_channels"], heads.channels, architecture["depth"],
                    architecture["n_filters"], architecture["batch_norm"])
+    network.heads = heads
     return network, heads
 
 
@@ -155,7 +157,8 @@ class DetectionSegmenter(Segmenter):
         shape = maps.foreground.shape
         rows, cols = maps.peaks[:, 0], maps.peaks[:, 1]
         scores = maps.heat[:, rows, cols].max(axis=0) if len(maps.peaks) else np.zeros(0, np.float32)
-        keep = scores > decoding.score_threshold
+        keep = np.flatnonzero(scores > decoding.score_threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:MAX_CANDIDATES]]
         rows, cols, scores = rows[keep], cols[keep], scores[keep]
         classes = maps.heat[:, rows, cols].argmax(axis=0) + 1 if len(rows) else np.zeros(0, np.int64)
         vertices = [polygon_vertices((r, c), np.maximum(maps.rays[:, r, c], 0.5)) for r, c in zip(rows, cols)]

@@ -191,18 +191,25 @@ def box_ap(model: DetectionSegmenter, samples: list[BoxedImage]) -> dict[str, fl
 
 
 def transfer_weights(network: torch.nn.Module, source: Checkpoint) -> list[str]:
-    """Copy the tensors of `source` that fit `network` (by name and shape; a grey first convolution
-    is spread over colour input channels). Returns the names copied."""
+    """Copy the tensors of `source` that fit `network` (by name and shape). A grey first convolution is
+    spread over colour input channels; the one-channel head of a binary U-Net seeds the foreground and
+    every object-probability channel (both are high on the objects). Returns the names copied."""
     state = network.state_dict()
+    heads = getattr(network, "heads", None)
     copied = []
     for name, value in source.state_dict.items():
         if name not in state:
             continue
-        if value.shape == state[name].shape:
+        target = state[name]
+        if value.shape == target.shape:
             state[name] = value.clone()
-        elif (value.ndim == 4 and value.shape[1] == 1 and value.shape[0] == state[name].shape[0]
-              and value.shape[2:] == state[name].shape[2:]):
-            state[name] = value.repeat(1, state[name].shape[1], 1, 1) / state[name].shape[1]
+        elif value.ndim == 4 and value.shape[1] == 1 and value.shape[0] == target.shape[0] and \
+                value.shape[2:] == target.shape[2:]:
+            state[name] = value.repeat(1, target.shape[1], 1, 1) / target.shape[1]
+        elif name.startswith("head.") and value.shape[0] == 1 and value.shape[1:] == target.shape[1:] and heads:
+            for channel in [*range(heads.n_classes), heads.foreground]:
+                target[channel] = value[0]
+            state[name] = target
         else:
             continue
         copied.append(name)

@@ -134,9 +134,14 @@ def test_transfer_spreads_a_grey_first_layer_over_colour_channels():
     network, _ = build_network(DetectionTrainConfig(out="unused", in_channels=3, depth=2, n_filters=4).architecture())
     copied = transfer_weights(network, source)
     first = "encoder.0.0.weight"
-    assert first in copied and "head.weight" not in copied
-    assert torch.allclose(network.state_dict()[first].sum(dim=1, keepdim=True), source.state_dict[first])
-    assert torch.equal(network.state_dict()["encoder.1.0.weight"], source.state_dict["encoder.1.0.weight"])
+    assert first in copied and "head.weight" in copied
+    state = network.state_dict()
+    assert torch.allclose(state[first].sum(dim=1, keepdim=True), source.state_dict[first])
+    assert torch.equal(state["encoder.1.0.weight"], source.state_dict["encoder.1.0.weight"])
+    heads = network.heads  # the U-Net's one output seeds the probability and foreground channels, not the rays
+    for channel in (0, heads.foreground):
+        assert torch.equal(state["head.weight"][channel], source.state_dict["head.weight"][0])
+    assert not torch.equal(state["head.weight"][heads.rays.start], source.state_dict["head.weight"][0])
 
 
 def test_training_writes_a_checkpoint_that_loads_by_path(tmp_path, synthetic_dataset):
