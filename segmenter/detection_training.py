@@ -217,6 +217,16 @@ def transfer_weights(network: torch.nn.Module, source: Checkpoint) -> list[str]:
     return copied
 
 
+def start_rays_at_mean(network: torch.nn.Module, heads: Heads, batch: dict[str, torch.Tensor]) -> None:
+    """Start every ray output at the batch's mean target distance (weights scaled down), so training
+    refines distances instead of first climbing from zero."""
+    weight = batch["ray_weight"][:, None]
+    mean = float((batch["rays"] * weight).sum() / (weight.sum() * heads.n_rays).clamp(min=1)) / heads.ray_scale
+    with torch.no_grad():
+        network.head.weight[heads.rays] *= 0.1
+        network.head.bias[heads.rays] = mean
+
+
 def build_checkpoint(network: torch.nn.Module, config: DetectionTrainConfig, decoding: Decoding,
                      metrics: dict[str, Any], data_summary: dict[str, Any]) -> Checkpoint:
     return Checkpoint(
@@ -271,9 +281,15 @@ def train_detection(config: DetectionTrainConfig, progress: bool = True) -> Chec
     boxes = bool(config.voc)
     sampler = BoxSampler(train_samples, config, rng) if boxes else LabelSampler(train_samples, config, rng)
     network, heads = build_network(config.architecture())
+    rays_known = False
     if config.init_from:
-        copied = transfer_weights(network, Checkpoint.load(config.init_from))
+        source = Checkpoint.load(config.init_from)
+        copied = transfer_weights(network, source)
+        rays_known = source.family == DetectionSegmenter.name and source.architecture.get("n_rays") == heads.n_rays \
+            and "head.weight" in copied
         log.info("initialised %d of %d tensors from %s", len(copied), len(network.state_dict()), config.init_from)
+    if not rays_known:
+        start_rays_at_mean(network, heads, sampler.batch(config.batch_size))
     network.to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total = config.epochs * config.steps_per_epoch
