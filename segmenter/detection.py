@@ -17,7 +17,8 @@ in three heads,
 
 Decoding needs no anchors or box regression (and no torchvision): local maxima of the probability
 above `score_threshold`, their polygons, greedy polygon non-maximum suppression (`nms_iou`), and
-rasterisation in increasing score order.
+rasterisation in increasing score order (an object left with less than `min_visible` of its polygon
+is a duplicate that better ones covered).
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class Decoding:
     nms_iou: float = 0.3
     foreground_refine: bool = True
     min_size: int = 10
+    min_visible: float = 0.5  # share of its polygon an object must keep after better ones are drawn over it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,11 +166,11 @@ class DetectionSegmenter(Segmenter):
         vertices = [polygon_vertices((r, c), np.maximum(maps.rays[:, r, c], 0.5)) for r, c in zip(rows, cols)]
         kept = suppress([to_polygon(v) for v in vertices], scores, decoding.nms_iou) if vertices else []
         kept.sort(key=lambda i: (scores[i], -i))  # drawn weakest first: the best score wins shared pixels
-        labels = rasterize([vertices[i] for i in kept], shape)
+        labels, areas = rasterize([vertices[i] for i in kept], shape)
         if decoding.foreground_refine:
             labels[maps.foreground < 0.5] = 0
         sizes = np.bincount(labels.ravel(), minlength=len(kept) + 1)[1:]
-        present = np.flatnonzero(sizes >= max(1, decoding.min_size))
+        present = np.flatnonzero((sizes >= max(1, decoding.min_size)) & (sizes >= decoding.min_visible * areas))
         relabel = np.zeros(len(kept) + 1, dtype=np.int32)
         relabel[present + 1] = np.arange(1, len(present) + 1)
         chosen = np.asarray(kept, dtype=np.int64)[present]

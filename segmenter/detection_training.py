@@ -6,7 +6,7 @@ only). Transfer: `init_from` copies every tensor of another cyseg checkpoint who
 match (the first convolution is spread over colour channels when a grey model seeds a colour
 one); `freeze_encoder_epochs` first trains only the decoder and heads, then everything (staged
 freezing, as in the blood-cell transfer-learning seed). The checkpoint with the best validation
-AP@0.5 is kept; for labels the decoding (score threshold, foreground trimming) is then chosen by F1
+AP@0.5 is kept; for labels the decoding (score threshold, suppression, foreground trimming) is then chosen by F1
 on the validation images.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ from transforms import Augmenter, Normalization
 log = logging.getLogger(__name__)
 
 SCORE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+NMS_IOUS = (0.2, 0.3, 0.5)
 
 
 @dataclass
@@ -241,12 +242,13 @@ def build_checkpoint(network: torch.nn.Module, config: DetectionTrainConfig, dec
 
 def tune_decoding(checkpoint: Checkpoint, samples: list[LabelledImage],
                   device: torch.device) -> tuple[Decoding, float]:
-    """The score threshold and foreground trimming with the best pooled F1 on `samples`."""
+    """The score threshold, suppression IoU and foreground trimming with the best pooled F1 on `samples`."""
     model = DetectionSegmenter(checkpoint, device=device)
     maps = model.head_maps_batch([s.image for s in samples], peak_threshold=min(SCORE_THRESHOLDS))
     best: tuple[float, Decoding] = (-1.0, model.decoding)
-    for threshold, refine in itertools.product(SCORE_THRESHOLDS, (True, False)):
-        decoding = dataclasses.replace(model.decoding, score_threshold=threshold, foreground_refine=refine)
+    for threshold, nms_iou, refine in itertools.product(SCORE_THRESHOLDS, NMS_IOUS, (True, False)):
+        decoding = dataclasses.replace(model.decoding, score_threshold=threshold, nms_iou=nms_iou,
+                                       foreground_refine=refine)
         tp = fp = fn = 0
         for sample, image_maps in zip(samples, maps):
             result = evaluate_image(model.instances_from_maps(image_maps, decoding).labels, sample.labels)

@@ -86,11 +86,13 @@ def suppress(polygons: list[Polygon], scores: np.ndarray, iou_threshold: float) 
     return kept
 
 
-def rasterize(vertices: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """An int32 label image: polygon i (row, col vertices) gets label i + 1; later polygons are
-    drawn over earlier ones."""
+def rasterize(vertices: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """An int32 label image where polygon i (row, col vertices) gets label i + 1, later polygons drawn
+    over earlier ones, and each polygon's own area in pixels (before anything is drawn over it)."""
     labels = np.zeros(shape, dtype=np.int32)
+    areas = np.zeros(len(vertices), dtype=np.int64)
     for index, polygon in enumerate(vertices, start=1):
         rows, cols = fill_polygon(polygon[:, 0], polygon[:, 1], shape)
         labels[rows, cols] = index
-    return labels
+        areas[index - 1] = len(rows)
+    return labels, areas
