@@ -102,3 +102,15 @@ def test_a_checkpoint_missing_a_model_is_refused(tmp_path):
     del combined.children["blurry"]
     with pytest.raises(ModelLoadError, match="no 'blurry' model"):
         segmenter.load(combined.save(tmp_path / "broken.pt"))
+
+
+def test_shipped_focus_gated_model_routes_real_blur(shared_data):
+    from segmenter.datasets import load_labelled
+
+    gated = segmenter.load("focus-gated", device="cpu")
+    assert isinstance(gated, FocusGated) and gated.threshold == pytest.approx(2.835, abs=0.01)
+    sample = load_labelled(shared_data / "bbbc039" / "val")[0]
+    sharp, blurry = gated.instances_batch([sample.image, defocus(sample.image, 8, seed=0)])
+    assert sharp.extra["focus"]["model"] == "sharp" and blurry.extra["focus"]["model"] == "blurry"
+    assert len(sharp) > 0.8 * sample.labels.max() and len(blurry) > 0.6 * sample.labels.max()
+    assert segmenter.load("combined", device="cpu").class_names == gated.class_names
