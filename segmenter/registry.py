@@ -14,8 +14,8 @@ FAMILIES: dict[str, type[Segmenter]] = {}
 
 # Shipped model names -> files in WEIGHTS_DIR (each with a model card, NAME.md). "default" is what the app
 # uses unless told otherwise; "focus-gated" sends each tile to a sharp- or a blurry-trained U-Net and
-# "combined" is their one-model counterpart; "detection" finds nuclei as scored star-convex polygons,
-# "detection-bccd" blood cells (RBC, WBC, platelets); "focus" is the focus-quality classifier
+# "combined" is their one-model counterpart; "detection" finds nuclei as scored star-convex polygons;
+# "focus" is the focus-quality classifier
 # (segmenter.focus.load_focus_classifier, not a Segmenter).
 SHIPPED: dict[str, str] = {
     "default": "unet-bbbc039.pt",
@@ -23,7 +23,6 @@ SHIPPED: dict[str, str] = {
     "combined": "unet-combined.pt",
     "focus-gated": "focus-gated.pt",
     "detection": "detection-bbbc039.pt",
-    "detection-bccd": "detection-bccd.pt",
     "focus": "focuslitenn-10.pt",
     "focuslitenn-1": "focuslitenn-1.pt",
     "focuslitenn-2": "focuslitenn-2.pt",
