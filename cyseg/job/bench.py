@@ -37,6 +37,7 @@ import segmenter
 from cyseg.coordinates import to_cytomine
 from cyseg.job.config import JobConfig
 from cyseg.job.connection import harden
+from cyseg.job.runner import forward_batch_size
 from cyseg.job.source import OpenSlideSource, TileSource, WindowSource
 from cyseg.job.tiles import tile_pixels
 from cyseg.job.timing import StageTimes
@@ -168,7 +169,8 @@ def run_bench(settings: BenchSettings, work_dir: Path, repeats: int = 1,
     keep each variant's fastest run. The model alone is measured between the variants, and each run is
     compared with the mean of the measurements just before and after it, so that other load on the
     machine affects both sides alike. `on_step(name)` is called after each run."""
-    model = segmenter.load(settings.model, device=settings.device, batch_size=settings.batch_size)
+    model = segmenter.load(settings.model, device=settings.device,
+                           batch_size=forward_batch_size(settings.batch_size, settings.device))
     with OpenSlideSource(settings.slide, 0) as source:
         width, height = source.width, source.height
 
