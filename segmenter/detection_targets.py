@@ -11,6 +11,7 @@ objects minus the seams between touching ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -44,6 +45,16 @@ def _add_object(heat: np.ndarray, owner: np.ndarray, best: np.ndarray, index: in
     best[window][region] = prob[region]
 
 
+def _ray_targets(owner: np.ndarray, n_rays: int,
+                 distances: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """R × H × W ray targets: at each owned pixel, `distances(points, owners)` (P × R), zero elsewhere."""
+    rays = np.zeros((n_rays,) + owner.shape, dtype=np.float32)
+    points = np.argwhere(owner >= 0)
+    if len(points):
+        rays[:, points[:, 0], points[:, 1]] = distances(points, owner[points[:, 0], points[:, 1]]).T
+    return rays
+
+
 def label_targets(labels: np.ndarray, n_rays: int, max_distance: float) -> Targets:
     """Targets of an instance label image (one class)."""
     heat = np.zeros((1,) + labels.shape, dtype=np.float32)
@@ -53,11 +64,8 @@ def label_targets(labels: np.ndarray, n_rays: int, max_distance: float) -> Targe
         if window is not None:
             depth = ndimage.distance_transform_edt(np.pad(labels[window] == index, 1))[1:-1, 1:-1]
             _add_object(heat[0], owner, best, index, window, depth)
-    points = np.argwhere(owner >= 0)
-    rays = np.zeros((n_rays,) + labels.shape, dtype=np.float32)
-    if len(points):
-        owners = owner[points[:, 0], points[:, 1]]
-        rays[:, points[:, 0], points[:, 1]] = label_distances(labels, points, owners, n_rays, max_distance).T
+    rays = _ray_targets(owner, n_rays, lambda points, owners: label_distances(labels, points, owners, n_rays,
+                                                                              max_distance))
     foreground = (labels > 0) & ~touching_borders(labels)
     return Targets(heat, rays, np.where(owner >= 0, best, 0.0).astype(np.float32), foreground)
 
@@ -77,9 +85,5 @@ def box_targets(boxes: np.ndarray, classes: np.ndarray, shape: tuple[int, int], 
         depth = np.minimum(np.minimum(rows - y0, y1 - rows), np.minimum(cols - x0, x1 - cols)).clip(min=0)
         _add_object(heat[int(cls) - 1], owner, best, index, (slice(r0, r1), slice(c0, c1)), depth,
                     full_depth=min(x1 - x0, y1 - y0) / 2)
-    points = np.argwhere(owner >= 0)
-    rays = np.zeros((n_rays,) + shape, dtype=np.float32)
-    if len(points):
-        mine = boxes[owner[points[:, 0], points[:, 1]]]
-        rays[:, points[:, 0], points[:, 1]] = box_distances(points, mine, n_rays).T
+    rays = _ray_targets(owner, n_rays, lambda points, owners: box_distances(points, boxes[owners], n_rays))
     return Targets(heat, rays, np.where(owner >= 0, best, 0.0).astype(np.float32), None)

@@ -35,8 +35,8 @@ from segmenter.datasets import LabelledImage, load_labelled
 from segmenter.detection import Decoding, DetectionSegmenter, Heads, build_network
 from segmenter.detection_targets import Targets, box_targets, label_targets
 from segmenter.inputs import to_channels
-from segmenter.training import AugmentedCrops, split_validation, stack_tensors
-from transforms import Augmenter, Normalization
+from segmenter.training import AugmentedCrops, split_validation, stack_tensors, training_augmenter
+from transforms import Normalization
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,8 @@ class LabelSampler:
     """Detection batches from instance-labelled images (the U-Net's augmented crops)."""
 
     def __init__(self, samples: list[LabelledImage], config: DetectionTrainConfig, rng: np.random.Generator):
-        augment = Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical",
-                            defocus_prob=config.defocus_prob, background_prob=config.background_prob)
-        self.crops = AugmentedCrops(samples, config.in_channels, config.crop, config.normalization, augment, rng)
+        self.crops = AugmentedCrops(samples, config.in_channels, config.crop, config.normalization,
+                                    training_augmenter(config), rng)
         self.n_rays, self.max_distance = config.n_rays, 3.0 * config.ray_scale
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:

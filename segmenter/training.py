@@ -84,6 +84,13 @@ def split_validation(samples: list[LabelledImage], fraction: float,
     return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
 
 
+def training_augmenter(config: Any) -> Augmenter:
+    """The crops' augmentation of a training config (its `defocus_levels`, `defocus_prob` and
+    `background_prob`): flips, turns, shifts, jitter, empty fields and optical defocus."""
+    return Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical", defocus_prob=config.defocus_prob,
+                     background_prob=config.background_prob)
+
+
 class AugmentedCrops:
     """Random augmented, normalised training crops (H×W×C float32) with their instance labels."""
 
@@ -119,9 +126,8 @@ class CropSampler:
     """Batches of U-Net training crops, already normalised, as tensors: images, targets, weights."""
 
     def __init__(self, samples: list[LabelledImage], config: TrainConfig, rng: np.random.Generator):
-        augment = Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical",
-                            defocus_prob=config.defocus_prob, background_prob=config.background_prob)
-        self.crops = AugmentedCrops(samples, config.in_channels, config.crop, config.normalization, augment, rng)
+        self.crops = AugmentedCrops(samples, config.in_channels, config.crop, config.normalization,
+                                    training_augmenter(config), rng)
         self.seam_weight = config.seam_weight
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,7 +4,6 @@ and `model=job:<id>` for the model a train job attached."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import zipfile
@@ -46,14 +45,6 @@ class Outcome:
             assert attached.download(destination=str(path), override=True)
             found[attached.filename] = path.read_bytes()
         return found
-
-
-@pytest.fixture(scope="module")
-def run_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cyseg_run", ROOT / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

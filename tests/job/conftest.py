@@ -3,7 +3,6 @@ a fast deterministic model, and `run_job(**parameters)`, which runs run.py's `ma
 with the command line Cytomine would build from descriptor.json."""
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -41,15 +40,6 @@ def live_server(slide: DemoSlide, tmp_path: Path) -> Iterator[LocalServer]:
 @pytest.fixture
 def server(live_server: LocalServer) -> Endpoint:
     return live_server.endpoint
-
-
-@pytest.fixture(scope="session")
-def run_module() -> ModuleType:
-    """run.py, imported from the repository root."""
-    spec = importlib.util.spec_from_file_location("cyseg_run", ROOT / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
