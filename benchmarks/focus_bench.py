@@ -13,7 +13,7 @@ blurred with the optical defocus model and sensor noise (seeded) at 0 and 1 px (
   HistoQC uses), negated so that higher = blurrier for every method.
 
 ms per patch: mean over all patches of the fastest of `--repeats` passes, with `--threads`
-torch/BLAS threads (1 by default: one core); for FocusLiteNN also the bare network (the
+torch/BLAS threads (by default all cores: the machine's CPU); for FocusLiteNN also the bare network (the
 paper's model, global pooling) on patches already converted to float, which leaves out the
 uint8 → float conversion, the window statistics and the content rule. ROC-AUC: sharp vs blurry
 patches. A second ROC-AUC
@@ -106,7 +106,7 @@ def model_only_ms(network: torch.nn.Module, patches: list[np.ndarray], repeats: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "focus.json")

@@ -48,6 +48,8 @@ CENTRE = KERNEL // 2
 DEFAULT_MODEL = "focus"
 #: Pixels sampled per input (at most) to estimate its intensity range and noise.
 STATS_SAMPLES = 2 ** 12
+#: Pixels scored in one pass (same-shape images are batched up to this).
+BATCH_PIXELS = 2 ** 20
 
 
 def window_cells(size: int) -> int:
@@ -91,18 +93,24 @@ class FocusLiteNN(nn.Module):
 
     def window_extrema(self, raw: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
                        window: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-window min and max response (B×h×w×k each) of raw B×C×H×W images (C = 1 or 3),
-        each window scaled as `(raw - offset) * scale` (offset, scale: B×1×h×w, scale > 0);
-        `window` and `stride` in response cells.
+        """Per-window min and max response (B×h×w×k each) of raw B×H×W×C images, channels last
+        (C = 1 or 3), each window scaled as `(raw - offset) * scale` (offset, scale: B×1×h×w,
+        scale > 0); `window` and `stride` in response cells.
 
         The scaling is applied after pooling (it is affine and increasing within a window, so
-        it commutes with min and max) and a grey image uses the kernels summed over the colour
-        channels (the same as three equal channels): the image is read once, by the convolution.
+        it commutes with min and max). The image is read once, as it lies in memory: its rows
+        of W·C interleaved samples are convolved with the kernels laid out the same way (7 ×
+        7·C, stride 5 × 5·C), which equals the convolution over channels without transposing
+        the image; a grey image uses the kernels summed over the colour channels (the same as
+        three equal channels).
         """
         weight = self.conv.weight
-        if raw.shape[1] == 1:
+        if raw.shape[3] == 1:
             weight = weight.sum(dim=1, keepdim=True)
-        response = F.conv2d(raw, weight, stride=STRIDE)
+        channels = raw.shape[3]
+        interleaved = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 1, KERNEL, KERNEL * channels)
+        rows = raw.reshape(raw.shape[0], 1, raw.shape[1], raw.shape[2] * channels)
+        response = F.conv2d(rows, interleaved, stride=(STRIDE, STRIDE * channels))
         low, high = _pool(response, window, stride, "min"), _pool(response, window, stride, "max")
         sums = weight.sum(dim=(1, 2, 3))[None, :, None, None]
         bias = self.conv.bias[None, :, None, None]
@@ -188,17 +196,20 @@ class ContentRule:
     min_snr: float = 15.0
     min_spread: float = 0.05
 
-    def windows(self, raw: torch.Tensor, stats: InputStats, window: int,
+    def windows(self, raw: torch.Tensor, stats: Sequence[InputStats], window: int,
                 stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Darkest and brightest centre sample and content (B×1×h×w each) of every window of
-        raw B×C×H×W images; `window` and `stride` in cells."""
-        centres = sample_centres(raw)
+        raw B×C×H×W images with their `stats` (one per image); `window` and `stride` in cells."""
+        low, span, noise = (torch.tensor([[getattr(s, name)] for s in stats], dtype=raw.dtype,
+                                         device=raw.device)[:, :, None, None]
+                            for name in ("low", "range", "noise"))
+        centres = sample_centres(raw).contiguous()  # read the strided samples once
         top = _pool(centres.amax(dim=1, keepdim=True), window, stride, "max")
         bottom = _pool(centres.amin(dim=1, keepdim=True), window, stride, "min")
-        grey = (centres.mean(dim=1, keepdim=True) - stats.low) / stats.range
+        grey = (centres.mean(dim=1, keepdim=True) - low) / span
         mean, square = _pool(torch.cat([grey, grey * grey], dim=1), window, stride, "mean").chunk(2, dim=1)
         variance = square - mean * mean
-        content = ((top - bottom > max(self.min_contrast * stats.range, self.min_snr * stats.noise))
+        content = ((top - bottom > torch.maximum(self.min_contrast * span, self.min_snr * noise))
                    & (variance > self.min_spread ** 2))
         return bottom, top, content
 
@@ -229,27 +240,36 @@ def input_stats(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8
     pixels; noise = robust std (MAD) of horizontal neighbour differences / √2."""
     step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / STATS_SAMPLES)))
     sample = image[::step, ::step].astype(np.float32)
-    low, high = (float(v) for v in np.percentile(sample, percentiles))
+    low, high = _percentiles(sample, percentiles)
     neighbours = image[::step, 1::step].astype(np.float32)
     width = min(sample.shape[1], neighbours.shape[1])
     difference = np.abs(neighbours[:, :width] - sample[:, :width])
-    noise = 1.4826 * float(np.median(difference)) / math.sqrt(2) if difference.size else 0.0
+    noise = 1.4826 * _percentiles(difference, (50.0,))[0] / math.sqrt(2) if difference.size else 0.0
     return InputStats(low, high, noise)
 
 
-def _as_tensor(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
-    """A validated H×W×C image as a 1×C×H×W float32 tensor, reflect-padded at the bottom and
-    right to at least size×size."""
-    if image.dtype not in (np.uint8, np.float32) or any(s < 0 for s in image.strides):
-        image = image.astype(np.float32)
-    with warnings.catch_warnings():  # read-only arrays (from Pillow) are fine: the tensor is only read
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        source = torch.from_numpy(image).permute(2, 0, 1)[None]
-    raw = torch.empty(source.shape, dtype=torch.float32, device=device).copy_(source)
-    pad_h, pad_w = max(0, size - raw.shape[2]), max(0, size - raw.shape[3])
+def _percentiles(values: np.ndarray, percentiles: Sequence[float]) -> list[float]:
+    """`np.percentile` (linear interpolation) from one sort: several times faster on the few
+    thousand samples of `input_stats`."""
+    ordered = np.sort(values, axis=None)
+    ranks = np.asarray(percentiles, dtype=np.float64) / 100 * (ordered.size - 1)
+    return [float(v) for v in np.interp(ranks, np.arange(ordered.size), ordered)]
+
+
+def _as_batch(images: Sequence[np.ndarray], size: int, device: torch.device) -> torch.Tensor:
+    """Validated H×W×C images of one shape as a B×H×W×C float32 tensor (channels last, as the
+    images lie in memory), reflect-padded at the bottom and right to at least size×size."""
+    raw = torch.empty((len(images), *images[0].shape), dtype=torch.float32, device=device)
+    for index, image in enumerate(images):
+        if image.dtype not in (np.uint8, np.float32) or any(s < 0 for s in image.strides):
+            image = image.astype(np.float32)
+        with warnings.catch_warnings():  # read-only arrays (from Pillow) are fine: the tensor is only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            raw[index].copy_(torch.from_numpy(image))
+    pad_h, pad_w = max(0, size - raw.shape[1]), max(0, size - raw.shape[2])
     if pad_h or pad_w:
-        mode = "reflect" if pad_h < raw.shape[2] and pad_w < raw.shape[3] else "replicate"
-        raw = F.pad(raw, (0, pad_w, 0, pad_h), mode=mode)
+        mode = "reflect" if pad_h < raw.shape[1] and pad_w < raw.shape[2] else "replicate"
+        raw = F.pad(raw.permute(0, 3, 1, 2), (0, pad_w, 0, pad_h), mode=mode).permute(0, 2, 3, 1).contiguous()
     return raw
 
 
@@ -330,26 +350,50 @@ class FocusClassifier:
         """The window grid of one image, by default at `default_stride`; `value_range` (low,
         high) replaces the image's own percentiles in the content rule (a slide region uses the
         whole slide's)."""
+        return self.grids([image], stride, value_range)[0]
+
+    def grids(self, images: Sequence[np.ndarray], stride: int | None = None,
+              value_range: tuple[float, float] | None = None) -> list[FocusGrid]:
+        """The window grids of several images (see `grid`); images of one shape and type are
+        scored together, up to `BATCH_PIXELS` at a time."""
         stride = stride or self.default_stride
-        step = stride_cells(stride)
-        image = focus_input(image)
-        stats = input_stats(image, self.percentiles)
+        stride_cells(stride)
+        images = [focus_input(image) for image in images]
+        stats = [input_stats(image, self.percentiles) for image in images]
         if value_range is not None:
-            stats = InputStats(*value_range, stats.noise)
-        raw = _as_tensor(image, self.patch_size, self.device)
+            stats = [InputStats(*value_range, s.noise) for s in stats]
+        groups: dict[tuple, list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault((image.shape, image.dtype.str), []).append(index)
+        grids: list[FocusGrid | None] = [None] * len(images)
+        for (shape, _), members in groups.items():
+            per_pass = max(1, BATCH_PIXELS // (shape[0] * shape[1]))
+            for start in range(0, len(members), per_pass):
+                chunk = members[start:start + per_pass]
+                found = self._score_same_shape([images[i] for i in chunk], [stats[i] for i in chunk], stride)
+                for index, grid in zip(chunk, found):
+                    grids[index] = grid
+        return grids
+
+    def _score_same_shape(self, images: list[np.ndarray], stats: list[InputStats],
+                          stride: int) -> list[FocusGrid]:
+        """The grids of validated images of one shape, in one pass."""
+        step = stride_cells(stride)
+        raw = _as_batch(images, self.patch_size, self.device)
         with torch.inference_mode():
-            bottom, top, content = self.content.windows(raw, stats, self.cells, step)
+            bottom, top, content = self.content.windows(raw.permute(0, 3, 1, 2), stats, self.cells, step)
             span = top - bottom
             scale = torch.where(span > 0, 1 / span, torch.zeros_like(span))
             low, high = self.network.window_extrema(raw, bottom, scale, self.cells, step)
-            scores = self.network.head(low, high)[0]
-        return FocusGrid(scores=scores.float().cpu().numpy(), content=content[0, 0].cpu().numpy(),
-                         window=self.patch_size, stride=stride, threshold=self.threshold,
-                         height=image.shape[0], width=image.shape[1])
+            scores = self.network.head(low, high).float().cpu().numpy()
+        content = content[:, 0].cpu().numpy()
+        height, width = images[0].shape[:2]
+        return [FocusGrid(scores=scores[i], content=content[i], window=self.patch_size, stride=stride,
+                          threshold=self.threshold, height=height, width=width) for i in range(len(images))]
 
     def score_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """One score per image (float32; higher = blurrier; NaN for an image without content)."""
-        return np.array([self.grid(image).score for image in as_image_list(images)], dtype=np.float32)
+        return np.array([grid.score for grid in self.grids(as_image_list(images))], dtype=np.float32)
 
     def score(self, image: np.ndarray) -> float:
         return float(self.score_batch([image])[0])

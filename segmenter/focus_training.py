@@ -153,7 +153,7 @@ def _crop_with_content(image: np.ndarray, config: FocusTrainConfig, rng: np.rand
         top = int(rng.integers(0, image.shape[0] - size + 1))
         left = int(rng.integers(0, image.shape[1] - size + 1))
         crop = torch.from_numpy(image[top:top + size, left:left + size].transpose(2, 0, 1).copy())
-        if config.content.windows(crop[None], stats, cells, cells)[2].item():
+        if config.content.windows(crop[None], [stats], cells, cells)[2].item():
             return normalize_window(crop).numpy()
     return None
 
