@@ -8,7 +8,7 @@ import torch
 from cyseg.synthetic import random_nuclei, render
 from segmenter import SHIPPED, Checkpoint, ModelLoadError
 from segmenter.focus import (ContentRule, FocusClassifier, FocusLiteNN, focus_checkpoint, focus_input, grid_shape,
-                             load_focus_classifier, normalize_window)
+                             input_stats, load_focus_classifier, normalize_window)
 from segmenter.focus_training import (FocusTrainConfig, best_threshold, build_patches, calibrate, pearson_loss,
                                       real_defocus_rates, roc_auc, train_network)
 from segmenter.registry import WEIGHTS_DIR
@@ -47,6 +47,26 @@ def test_forward_gives_one_score_per_patch():
 def test_grid_covers_the_image(stride, shape):
     grid = untrained().grid(nuclei_image((600, 700)), stride=stride)
     assert grid.scores.shape == grid.content.shape == shape == grid_shape(600, 700, 252, stride or 250)
+
+
+def test_images_scored_together_score_as_if_scored_alone():
+    """Same-shape inputs share one pass; mixed shapes, grey and 16-bit keep their own grids."""
+    rgb = [np.stack([nuclei_image((300, 400), seed=s + c) for c in range(3)], axis=2) for s in (0, 5)]
+    images = [rgb[0], nuclei_image((260, 300), seed=1), rgb[1], nuclei_image((300, 400), seed=2).astype(np.uint16) * 200]
+    classifier = untrained(kernels=2)
+    together = classifier.grids(images, stride=125)
+    for image, grid in zip(images, together):
+        alone = classifier.grid(image, stride=125)
+        assert grid.scores.shape == alone.scores.shape
+        np.testing.assert_allclose(grid.scores, alone.scores, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(grid.content, alone.content)
+
+
+def test_input_stats_percentiles_are_numpys():
+    image = nuclei_image((640, 640), seed=3)
+    stats = input_stats(image, (2.0, 99.0))
+    sample = image[::10, ::10].astype(np.float32)  # 640² px / 4096 samples → every 10th px
+    assert (stats.low, stats.high) == pytest.approx(tuple(np.percentile(sample, (2.0, 99.0))), rel=1e-6)
 
 
 @pytest.mark.parametrize("stride", [None, 125, 500])
