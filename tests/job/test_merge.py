@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pytest
+import requests
 import shapely
 import sldc
 from cytomine.models import PropertyCollection
@@ -311,6 +312,31 @@ def test_class_named_like_a_term_gets_it_and_scores_are_properties(run_job: RunJ
     features = json.loads((tmp_path / "results" / GEOJSON_NAME).read_text())["features"]
     assert len(features) == len(slide.nuclei)
     assert all(f["properties"]["class"] == "nucleus" and 0.5 <= f["properties"]["score"] <= 1 for f in features)
+
+
+def test_failing_property_request_fails_the_job_and_stops_the_others(
+        run_job: RunJob, server: Endpoint, slide: DemoSlide, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A property request that keeps failing ends the job FAILED, naming it, with every annotation
+    stored once and no further property requests sent."""
+    monkeypatch.setattr(upload, "BACKOFF_S", 0.0)
+    real_save = PropertyCollection.save
+    sent: list[int] = []
+    doomed: list[int] = []  # the third annotation's requests always fail
+
+    def failing_save(self, *args, **kwargs):
+        sent.append(self._domainIdent)
+        if len(sent) == 3:
+            doomed.append(self._domainIdent)
+        if self._domainIdent in doomed:
+            raise requests.ConnectionError("connection reset by peer")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(PropertyCollection, "save", failing_save)
+    outcome = run_job(cytomine_id_result_term=None, tile_size=256)
+    assert outcome.exit_code == 1 and outcome.job.status == 4  # FAILED
+    assert "adding properties to annotation" in outcome.job.statusComment
+    assert len(outcome.annotations()) == len(slide.nuclei)
+    assert len(sent) < len(slide.nuclei), (len(sent), len(slide.nuclei))
 
 
 def test_other_classes_get_the_result_term(run_job: RunJob, server: Endpoint, slide: DemoSlide,
