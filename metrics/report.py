@@ -95,7 +95,10 @@ def _plot_pr(pr_curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path)
         if precision.size:  # start flat from recall 0 at the first detection's precision
             ax.plot(np.r_[0.0, recall], np.r_[precision[0], precision], label=str(label))
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall (IoU 0.5)")
-    ax.legend(title="Blur level")
+    if ax.lines:
+        ax.legend(title="Blur level")
+    else:
+        ax.text(0.5, 0.5, "no detections", ha="center", va="center")
     return save_figure(fig, path)
 
 
