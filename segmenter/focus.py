@@ -354,19 +354,19 @@ class FocusClassifier:
 
     def grids(self, images: Sequence[np.ndarray], stride: int | None = None,
               value_range: tuple[float, float] | None = None) -> list[FocusGrid]:
-        """The window grids of several images (see `grid`); images of one shape and type are
-        scored together, up to `BATCH_PIXELS` at a time."""
+        """The window grids of several images (see `grid`); images of one shape are scored
+        together, up to `BATCH_PIXELS` at a time."""
         stride = stride or self.default_stride
-        stride_cells(stride)
+        stride_cells(stride)  # a bad stride fails before any work
         images = [focus_input(image) for image in images]
         stats = [input_stats(image, self.percentiles) for image in images]
         if value_range is not None:
             stats = [InputStats(*value_range, s.noise) for s in stats]
         groups: dict[tuple, list[int]] = {}
         for index, image in enumerate(images):
-            groups.setdefault((image.shape, image.dtype.str), []).append(index)
+            groups.setdefault(image.shape, []).append(index)
         grids: list[FocusGrid | None] = [None] * len(images)
-        for (shape, _), members in groups.items():
+        for shape, members in groups.items():
             per_pass = max(1, BATCH_PIXELS // (shape[0] * shape[1]))
             for start in range(0, len(members), per_pass):
                 chunk = members[start:start + per_pass]
