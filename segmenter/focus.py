@@ -104,10 +104,9 @@ class FocusLiteNN(nn.Module):
         the image; a grey image uses the kernels summed over the colour channels (the same as
         three equal channels).
         """
-        weight = self.conv.weight
-        if raw.shape[3] == 1:
+        weight, channels = self.conv.weight, raw.shape[3]
+        if channels == 1:
             weight = weight.sum(dim=1, keepdim=True)
-        channels = raw.shape[3]
         interleaved = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 1, KERNEL, KERNEL * channels)
         rows = raw.reshape(raw.shape[0], 1, raw.shape[1], raw.shape[2] * channels)
         response = F.conv2d(rows, interleaved, stride=(STRIDE, STRIDE * channels))

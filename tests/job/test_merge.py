@@ -315,7 +315,7 @@ def test_class_named_like_a_term_gets_it_and_scores_are_properties(run_job: RunJ
 
 
 def test_failing_property_request_fails_the_job_and_stops_the_others(
-        run_job: RunJob, server: Endpoint, slide: DemoSlide, monkeypatch: pytest.MonkeyPatch) -> None:
+        run_job: RunJob, slide: DemoSlide, monkeypatch: pytest.MonkeyPatch) -> None:
     """A property request that keeps failing ends the job FAILED, naming it, with every annotation
     stored once and no further property requests sent."""
     monkeypatch.setattr(upload, "BACKOFF_S", 0.0)
