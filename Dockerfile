@@ -30,4 +30,9 @@ COPY descriptor.json run.py /app/
 # The job runs as cyseg (uid 1000); /app stays read-only to it, result files go to a temporary folder.
 USER 1000:1000
 
+# Compile the focus classifier's window statistics now, for the pixel layouts a job meets (RGB, RGBA
+# slide regions, grey float): numba caches them under $XDG_CACHE_HOME, so no job waits for the compiler.
+RUN python -c "import numpy as np; from segmenter.focus import load_focus_classifier as f; c = f(); \
+[c.score(np.zeros(s, t)) for s, t in (((256, 256, 3), np.uint8), ((256, 256, 4), np.uint8), ((256, 256), np.float32))]"
+
 ENTRYPOINT ["python", "/app/run.py"]

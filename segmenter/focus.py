@@ -28,7 +28,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from torch import nn
 
 from segmenter.base import resolve_device
 from segmenter.checkpoint import Checkpoint, ModelLoadError
+from segmenter.focus_windows import centre_statistics, response_extrema
 from segmenter.inputs import as_image_list
 from segmenter.registry import model_path
 
@@ -91,54 +92,52 @@ class FocusLiteNN(nn.Module):
         response = self.conv(x)
         return self.head(response.amin(dim=(2, 3)), response.amax(dim=(2, 3)))
 
-    def window_extrema(self, raw: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
-                       window: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-window min and max response (B×h×w×k each) of raw B×H×W×C images, channels last
-        (C = 1 or 3), each window scaled as `(raw - offset) * scale` (offset, scale: B×1×h×w,
-        scale > 0); `window` and `stride` in response cells.
+    def responses(self, raw: torch.Tensor) -> torch.Tensor:
+        """Response maps without bias (B×k×h×w) of raw B×H×W×C images, channels last (C = 1 or 3).
 
-        The scaling is applied after pooling (it is affine and increasing within a window, so
-        it commutes with min and max). The image is read once, as it lies in memory: its rows
-        of W·C interleaved samples are convolved with the kernels laid out the same way (7 ×
-        7·C, stride 5 × 5·C), which equals the convolution over channels without transposing
-        the image; a grey image uses the kernels summed over the colour channels (the same as
-        three equal channels).
+        The image is read as it lies in memory: its rows of W·C interleaved samples are
+        convolved with the kernels laid out the same way (7 × 7·C, stride 5 × 5·C), which equals
+        the convolution over channels without transposing the image; a grey image uses the
+        kernels summed over the colour channels (the same as three equal channels).
         """
-        weight, channels = self.conv.weight, raw.shape[3]
-        if channels == 1:
-            weight = weight.sum(dim=1, keepdim=True)
-        interleaved = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 1, KERNEL, KERNEL * channels)
-        rows = raw.reshape(raw.shape[0], 1, raw.shape[1], raw.shape[2] * channels)
-        response = F.conv2d(rows, interleaved, stride=(STRIDE, STRIDE * channels))
-        low, high = _pool(response, window, stride, "min"), _pool(response, window, stride, "max")
-        sums = weight.sum(dim=(1, 2, 3))[None, :, None, None]
-        bias = self.conv.bias[None, :, None, None]
-        low, high = ((v - offset * sums) * scale + bias for v in (low, high))
-        return low.permute(0, 2, 3, 1), high.permute(0, 2, 3, 1)
+        weight = self.weight_for(raw.shape[3])
+        interleaved = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 1, KERNEL, -1)
+        rows = raw.reshape(raw.shape[0], 1, raw.shape[1], -1)
+        return F.conv2d(rows, interleaved, stride=(STRIDE, STRIDE * raw.shape[3]))
+
+    def weight_for(self, channels: int) -> torch.Tensor:
+        """The kernels for inputs of `channels` (3: as they are; 1: summed over the colour
+        channels, which sees a grey image as RGB with equal channels)."""
+        return self.conv.weight.sum(dim=1, keepdim=True) if channels == 1 else self.conv.weight
+
+    def window_extrema(self, raw: torch.Tensor, offset: np.ndarray, scale: np.ndarray,
+                       layout: "WindowLayout") -> tuple[np.ndarray, np.ndarray]:
+        """Per-window min and max response (B×ny×nx×k each) of raw B×H×W×C images, each window
+        scaled as `(raw - offset) * scale` (offset, scale: B×ny×nx, scale > 0).
+
+        The scaling is applied after pooling: it is affine and increasing within a window, so
+        it commutes with min and max.
+        """
+        low, high = response_extrema(self.responses(raw).float().cpu().numpy(), *layout)
+        sums = self.weight_for(raw.shape[3]).sum(dim=(1, 2, 3)).float().cpu().numpy()
+        bias = self.conv.bias.float().cpu().numpy()
+        offset, scale = offset[..., None], scale[..., None]
+        return tuple((v - offset * sums) * scale + bias for v in (low, high))
 
 
-def _pool(x: torch.Tensor, window: int, stride: int, how: str = "max") -> torch.Tensor:
-    """Max, min or mean ("max", "min", "mean") over the square windows of `window_starts` (in
-    cells) of …×H×W maps, as one 1-D pass per axis (exact, and cheap for large windows; windows
-    that tile the map are reduced in place, several times faster than a pooling kernel)."""
-    reduce = {"max": torch.amax, "min": torch.amin, "mean": torch.mean}[how]
-    for dim in (-2, -1):
-        size = x.shape[dim]
-        count = (size - window) // stride + 1
-        if stride == window:
-            pooled = reduce(x.narrow(dim, 0, count * window).unflatten(dim, (count, window)), dim=dim)
-        else:
-            kernel, step = ((window, 1), (stride, 1)) if dim == -2 else ((1, window), (1, stride))
-            if how == "mean":
-                pooled = F.avg_pool2d(x, kernel, step)
-            else:
-                sign = 1 if how == "max" else -1
-                pooled = sign * F.max_pool2d(sign * x, kernel, step)
-        if (size - window) % stride:
-            tail = reduce(x.narrow(dim, size - window, window), dim=dim, keepdim=True)
-            pooled = torch.cat([pooled, tail], dim=dim)
-        x = pooled
-    return x
+class WindowLayout(NamedTuple):
+    """Where the windows of an input lie on its response map, in cells: rows and columns where
+    they start, and their side."""
+
+    y_starts: np.ndarray
+    x_starts: np.ndarray
+    cells: int
+
+    @classmethod
+    def of(cls, height: int, width: int, window: int, stride: int) -> "WindowLayout":
+        """The windows of `window` px every `stride` px (see `window_starts`) of a height×width input."""
+        return cls(*(window_starts(size, window, stride) // STRIDE for size in (height, width)),
+                   window_cells(window))
 
 
 def window_starts(size: int, window: int, stride: int) -> np.ndarray:
@@ -195,27 +194,19 @@ class ContentRule:
     min_snr: float = 15.0
     min_spread: float = 0.05
 
-    def windows(self, raw: torch.Tensor, stats: Sequence[InputStats], window: int,
-                stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Darkest and brightest centre sample and content (B×1×h×w each) of every window of
-        raw B×C×H×W images with their `stats` (one per image); `window` and `stride` in cells."""
-        low, span, noise = (torch.tensor([[getattr(s, name)] for s in stats], dtype=raw.dtype,
-                                         device=raw.device)[:, :, None, None]
-                            for name in ("low", "range", "noise"))
-        centres = sample_centres(raw).contiguous()  # read the strided samples once
-        top = _pool(centres.amax(dim=1, keepdim=True), window, stride, "max")
-        bottom = _pool(centres.amin(dim=1, keepdim=True), window, stride, "min")
-        grey = (centres.mean(dim=1, keepdim=True) - low) / span
-        mean, square = _pool(torch.cat([grey, grey * grey], dim=1), window, stride, "mean").chunk(2, dim=1)
-        variance = square - mean * mean
-        content = ((top - bottom > torch.maximum(self.min_contrast * span, self.min_snr * noise))
+    def windows(self, image: np.ndarray, stats: InputStats,
+                layout: WindowLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Darkest and brightest centre sample and content (ny×nx each) of the windows of an
+        H×W×C image with its `stats`."""
+        bottom, top, _, variance = centre_statistics(image, *layout, stats.low, stats.range)
+        content = ((top - bottom > max(self.min_contrast * stats.range, self.min_snr * stats.noise))
                    & (variance > self.min_spread ** 2))
         return bottom, top, content
 
 
 def focus_input(image: np.ndarray) -> np.ndarray:
-    """An H×W×C view (C = 1 grey or 3 RGB, alpha dropped, dtype kept) of an image at least one
-    kernel in size; anything else is a ValueError."""
+    """An H×W×C view (C = 1 grey or 3 RGB, alpha dropped, dtype kept) of a finite image at least
+    one kernel in size; anything else is a ValueError."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
@@ -228,6 +219,8 @@ def focus_input(image: np.ndarray) -> np.ndarray:
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
             or image.dtype == bool):
         raise ValueError(f"unsupported pixel type {image.dtype}")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError(f"image of {image.shape[0]}×{image.shape[1]} px has NaN or infinite pixels")
     if image.shape[0] < KERNEL or image.shape[1] < KERNEL:
         raise ValueError(f"image of {image.shape[0]}×{image.shape[1]} px is smaller than the "
                          f"{KERNEL}×{KERNEL} focus kernel")
@@ -255,20 +248,26 @@ def _percentiles(values: np.ndarray, percentiles: Sequence[float]) -> list[float
     return [float(v) for v in np.interp(ranks, np.arange(ordered.size), ordered)]
 
 
-def _as_batch(images: Sequence[np.ndarray], size: int, device: torch.device) -> torch.Tensor:
-    """Validated H×W×C images of one shape as a B×H×W×C float32 tensor (channels last, as the
-    images lie in memory), reflect-padded at the bottom and right to at least size×size."""
-    raw = torch.empty((len(images), *images[0].shape), dtype=torch.float32, device=device)
-    for index, image in enumerate(images):
-        if image.dtype not in (np.uint8, np.float32) or any(s < 0 for s in image.strides):
-            image = image.astype(np.float32)
-        with warnings.catch_warnings():  # read-only arrays (from Pillow) are fine: the tensor is only read
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            raw[index].copy_(torch.from_numpy(image))
-    pad_h, pad_w = max(0, size - raw.shape[1]), max(0, size - raw.shape[2])
+def _padded(image: np.ndarray, size: int) -> np.ndarray:
+    """A validated H×W×C image as uint8 or float32 (other types converted), reflect-padded at the
+    bottom and right to at least size×size."""
+    if image.dtype not in (np.uint8, np.float32) or any(s < 0 for s in image.strides):
+        image = image.astype(np.float32)
+    pad_h, pad_w = max(0, size - image.shape[0]), max(0, size - image.shape[1])
     if pad_h or pad_w:
-        mode = "reflect" if pad_h < raw.shape[1] and pad_w < raw.shape[2] else "replicate"
-        raw = F.pad(raw.permute(0, 3, 1, 2), (0, pad_w, 0, pad_h), mode=mode).permute(0, 2, 3, 1).contiguous()
+        mode = "reflect" if pad_h < image.shape[0] and pad_w < image.shape[1] else "edge"
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    return image
+
+
+def _as_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """H×W×C images of one shape as a B×H×W×C float32 CPU tensor (channels last, as the images
+    lie in memory)."""
+    raw = torch.empty((len(images), *images[0].shape), dtype=torch.float32)
+    with warnings.catch_warnings():  # read-only arrays (from Pillow) are fine: the tensor is only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for index, image in enumerate(images):
+            raw[index].copy_(torch.from_numpy(image))
     return raw
 
 
@@ -377,16 +376,18 @@ class FocusClassifier:
     def _score_same_shape(self, images: list[np.ndarray], stats: list[InputStats],
                           stride: int) -> list[FocusGrid]:
         """The grids of validated images of one shape, in one pass."""
-        step = stride_cells(stride)
-        raw = _as_batch(images, self.patch_size, self.device)
-        with torch.inference_mode():
-            bottom, top, content = self.content.windows(raw.permute(0, 3, 1, 2), stats, self.cells, step)
-            span = top - bottom
-            scale = torch.where(span > 0, 1 / span, torch.zeros_like(span))
-            low, high = self.network.window_extrema(raw, bottom, scale, self.cells, step)
-            scores = self.network.head(low, high).float().cpu().numpy()
-        content = content[:, 0].cpu().numpy()
         height, width = images[0].shape[:2]
+        padded = [_padded(image, self.patch_size) for image in images]
+        layout = WindowLayout.of(*padded[0].shape[:2], self.patch_size, stride)
+        raw = _as_batch(padded)
+        bottom, top, content = (np.stack(v) for v in zip(*(self.content.windows(image, s, layout)
+                                                         for image, s in zip(padded, stats))))
+        span = top - bottom
+        scale = np.divide(1, span, out=np.zeros_like(span), where=span > 0)
+        with torch.inference_mode():
+            low, high = self.network.window_extrema(raw.to(self.device), bottom, scale, layout)
+            scores = self.network.head(*(torch.from_numpy(v).to(self.device) for v in (low, high)))
+            scores = scores.float().cpu().numpy()
         return [FocusGrid(scores=scores[i], content=content[i], window=self.patch_size, stride=stride,
                           threshold=self.threshold, height=height, width=width) for i in range(len(images))]
 

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import list_images, read_image
-from segmenter.focus import (ContentRule, FocusClassifier, FocusLiteNN, focus_checkpoint, focus_input,
-                             input_stats, normalize_window, window_cells)
+from segmenter.focus import (STRIDE, ContentRule, FocusClassifier, FocusLiteNN, WindowLayout, focus_checkpoint,
+                             focus_input, input_stats, normalize_window, window_cells)
 from segmenter.inputs import pad_to_multiple
 from transforms import defocus
 
@@ -147,14 +147,14 @@ def _crop_with_content(image: np.ndarray, config: FocusTrainConfig, rng: np.rand
     """A random `patch_size` crop (C×P×P, scaled by `normalize_window`) of an H×W×C image, with
     content by the classifier's rule; None when `tries` random crops have none."""
     stats, size = input_stats(image), config.patch_size
-    cells = window_cells(size)
+    layout = WindowLayout.of(size, size, size, STRIDE * window_cells(size))
     image = pad_to_multiple(image, 1, size, size)
     for _ in range(tries):
         top = int(rng.integers(0, image.shape[0] - size + 1))
         left = int(rng.integers(0, image.shape[1] - size + 1))
-        crop = torch.from_numpy(image[top:top + size, left:left + size].transpose(2, 0, 1).copy())
-        if config.content.windows(crop[None], [stats], cells, cells)[2].item():
-            return normalize_window(crop).numpy()
+        crop = image[top:top + size, left:left + size]
+        if config.content.windows(crop, stats, layout)[2][0, 0]:
+            return normalize_window(torch.from_numpy(crop.transpose(2, 0, 1).copy())).numpy()
     return None
 
 

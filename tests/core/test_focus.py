@@ -7,10 +7,11 @@ import torch
 
 from cyseg.synthetic import random_nuclei, render
 from segmenter import SHIPPED, Checkpoint, ModelLoadError
-from segmenter.focus import (ContentRule, FocusClassifier, FocusLiteNN, focus_checkpoint, focus_input, grid_shape,
-                             input_stats, load_focus_classifier, normalize_window)
+from segmenter.focus import (ContentRule, FocusClassifier, FocusLiteNN, WindowLayout, focus_checkpoint, focus_input,
+                             grid_shape, input_stats, load_focus_classifier, normalize_window)
 from segmenter.focus_training import (FocusTrainConfig, best_threshold, build_patches, calibrate, pearson_loss,
                                       real_defocus_rates, roc_auc, train_network)
+from segmenter.focus_windows import centre_statistics, response_extrema
 from segmenter.registry import WEIGHTS_DIR
 from transforms import defocus
 
@@ -67,6 +68,27 @@ def test_input_stats_percentiles_are_numpys():
     stats = input_stats(image, (2.0, 99.0))
     sample = image[::10, ::10].astype(np.float32)  # 640² px / 4096 samples → every 10th px
     assert (stats.low, stats.high) == pytest.approx(tuple(np.percentile(sample, (2.0, 99.0))), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_compiled_window_statistics_equal_numpy_on_overlapping_windows(dtype):
+    """Responses and centre samples reduced per window (tiling, overlapping, end-aligned) as numpy would."""
+    rng = np.random.default_rng(7)
+    image = (rng.random((103, 88, 3)) * 255).astype(dtype)
+    response = rng.standard_normal((2, 3, 20, 17)).astype(np.float32)
+    layout = WindowLayout(np.array([0, 4, 8, 10]), np.array([0, 7]), 10)
+    low, high = response_extrema(response, *layout)
+    bottom, top, mean, variance = centre_statistics(image, *layout, 20.0, 200.0)
+    centres = image[3::5, 3::5][:20, :17].astype(np.float64)
+    grey = (centres.mean(axis=2) - 20) / 200
+    for row, y in enumerate(layout.y_starts):
+        for col, x in enumerate(layout.x_starts):
+            window = (slice(y, y + 10), slice(x, x + 10))
+            np.testing.assert_array_equal(low[:, row, col], response[(..., *window)].min(axis=(2, 3)))
+            np.testing.assert_array_equal(high[:, row, col], response[(..., *window)].max(axis=(2, 3)))
+            assert (bottom[row, col], top[row, col]) == (centres[window].min(), centres[window].max())
+            assert mean[row, col] == pytest.approx(grey[window].mean(), rel=1e-5)
+            assert variance[row, col] == pytest.approx(grey[window].var(), rel=1e-4)
 
 
 @pytest.mark.parametrize("stride", [None, 125, 500])
@@ -188,6 +210,8 @@ def test_an_image_without_content_has_no_score_and_is_not_blurry(shipped):
     (np.zeros((0, 50)), "0×50 px is smaller than the 7×7"),
     (np.zeros((50, 5)), "50×5 px is smaller than the 7×7"),
     (np.array([["a"] * 9] * 9), "unsupported pixel type"),
+    (np.where(np.eye(50) > 0, np.nan, 0.5), "50×50 px has NaN or infinite pixels"),
+    (np.full((50, 50, 3), np.inf, dtype=np.float32), "NaN or infinite"),
 ])
 def test_bad_images_are_refused(shipped, image, message):
     with pytest.raises(ValueError, match=message):
