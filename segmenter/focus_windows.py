@@ -7,6 +7,8 @@ across each window's columns. As tensor operations these reductions took as long
 convolution itself (`benchmarks/focus_bench.py`).
 
 Inputs are finite (`focus_input` refuses NaN and infinity): `fastmath` lets the loops vectorise.
+The first call compiles (seconds); numba caches the result in the package's `__pycache__` or
+the user's cache folder, and compiles in memory where neither is writable (a read-only container).
 """
 from __future__ import annotations
 
@@ -18,7 +20,17 @@ CENTRE, STRIDE = 3, 5
 MIN, MAX, SUM = 0, 1, 2
 
 
-@numba.njit(cache=True, fastmath=True, inline="always")
+def _compiled(**options):
+    """`numba.njit` with fastmath, cached on disk where numba finds a writable folder."""
+    def decorate(function):
+        try:
+            return numba.njit(cache=True, fastmath=True, **options)(function)
+        except RuntimeError:  # "no locator available": nowhere to write the cache
+            return numba.njit(fastmath=True, **options)(function)
+    return decorate
+
+
+@_compiled(inline="always")
 def _combine(a, b, how):
     if how == MIN:
         return a if a < b else b
@@ -27,7 +39,7 @@ def _combine(a, b, how):
     return a + b
 
 
-@numba.njit(cache=True, fastmath=True)
+@_compiled()
 def _window_reduce(plane: np.ndarray, y_starts: np.ndarray, x_starts: np.ndarray, cells: int, how: int,
                    out: np.ndarray) -> None:
     """`out[row, col]` = min, max or sum (`how`) of `plane` over window (row, col)."""
@@ -46,7 +58,7 @@ def _window_reduce(plane: np.ndarray, y_starts: np.ndarray, x_starts: np.ndarray
             out[row, col] = value
 
 
-@numba.njit(cache=True, fastmath=True)
+@_compiled()
 def response_extrema(response: np.ndarray, y_starts: np.ndarray, x_starts: np.ndarray,
                      cells: int) -> tuple[np.ndarray, np.ndarray]:
     """Minimum and maximum (B×ny×nx×K each) of B×K×h×w response maps over each window."""
@@ -60,7 +72,7 @@ def response_extrema(response: np.ndarray, y_starts: np.ndarray, x_starts: np.nd
     return low.transpose(0, 2, 3, 1), high.transpose(0, 2, 3, 1)
 
 
-@numba.njit(cache=True, fastmath=True)
+@_compiled()
 def centre_statistics(image: np.ndarray, y_starts: np.ndarray, x_starts: np.ndarray, cells: int,
                       offset: float, span: float) -> tuple[np.ndarray, ...]:
     """Of the centre samples in each window of an H×W×C image: the darkest and the brightest

@@ -1,5 +1,9 @@
 """FocusLiteNN and the focus classifier: shapes, determinism, losses, input types, bad input."""
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +263,15 @@ def test_real_defocus_is_blurry_and_in_focus_validation_is_sharp(shipped, shared
     rates = real_defocus_rates(shipped, shared_data)
     assert rates["z00_called_blurry"] >= 0.95
     assert rates["val_called_sharp"] >= 0.95
+
+
+def test_scoring_works_where_numba_has_nowhere_to_cache(tmp_path):
+    """A read-only container: no writable cache folder for numba; the statistics compile in memory."""
+    script = ("import numpy as np; from segmenter.focus import load_focus_classifier; "
+              "print(load_focus_classifier('focus', device='cpu').score(np.full((300, 300), 9, np.uint8)))")
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator",
+           "NUMBA_CACHE_DIR": "/proc/no-such-folder"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "nan"  # a flat image has no content
