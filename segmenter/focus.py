@@ -37,15 +37,11 @@ from torch import nn
 
 from segmenter.base import resolve_device
 from segmenter.checkpoint import Checkpoint, ModelLoadError
-from segmenter.focus_windows import centre_statistics, response_extrema
+from segmenter.focus_windows import CENTRE, KERNEL, STRIDE, centre_statistics, response_extrema
 from segmenter.inputs import as_image_list
 from segmenter.registry import model_path
 
 FAMILY = "focuslitenn"
-KERNEL = 7
-STRIDE = 5
-#: Offset of the pixel sampled in each response cell (its centre).
-CENTRE = KERNEL // 2
 DEFAULT_MODEL = "focus"
 #: Pixels sampled per input (at most) to estimate its intensity range and noise.
 STATS_SAMPLES = 2 ** 12

@@ -15,8 +15,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-#: Offset and spacing, in pixels, of the centre samples (the centre of each 7×7, stride-5 cell).
-CENTRE, STRIDE = 3, 5
+#: FocusLiteNN's convolution: KERNEL × KERNEL at STRIDE; one response cell per STRIDE² pixels.
+KERNEL, STRIDE = 7, 5
+#: Offset of the pixel sampled in each response cell (its centre).
+CENTRE = KERNEL // 2
 MIN, MAX, SUM = 0, 1, 2
 
 
@@ -79,7 +81,7 @@ def centre_statistics(image: np.ndarray, y_starts: np.ndarray, x_starts: np.ndar
     sample over channels, and the mean and variance of their grey level (mean over channels)
     scaled as `(grey - offset) / span`; ny×nx each."""
     height, width, channels = image.shape
-    rows, cols = (height - 7) // STRIDE + 1, (width - 7) // STRIDE + 1
+    rows, cols = (height - KERNEL) // STRIDE + 1, (width - KERNEL) // STRIDE + 1
     shape = (len(y_starts), len(x_starts))
     bottom, top = np.empty(shape, np.float32), np.empty(shape, np.float32)
     total, square = np.empty(shape), np.empty(shape)
