@@ -1,6 +1,17 @@
 # cyseg Cytomine software: nucleus segmentation of whole-slide images (see docs/DEPLOY.md).
 # The PyPI torch wheel pinned in requirements.txt brings its CUDA libraries, so the job uses the GPU
 # when the container runs with the NVIDIA runtime (docker --gpus all, singularity --nv) and the CPU otherwise.
+# Stage 1: compile FocusLiteNN's 8-bit convolution (segmenter/_focus_conv.c) with the same setup.py
+# that `make` (and so CI) builds in place; only the compiled module goes on to the image.
+FROM python:3.11.13-slim-bookworm AS build
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md /src/
+COPY segmenter/_focus_conv.c /src/segmenter/
+RUN pip install --no-cache-dir setuptools==84.2.1 && python setup.py build_ext --inplace
+
 FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,6 +34,7 @@ RUN pip install --no-cache-dir -r /app/requirements.txt
 
 COPY cyseg /app/cyseg
 COPY segmenter /app/segmenter
+COPY --from=build /src/segmenter/_focus_conv.cpython-311-x86_64-linux-gnu.so /app/segmenter/
 COPY transforms /app/transforms
 COPY metrics /app/metrics
 COPY descriptor.json run.py /app/

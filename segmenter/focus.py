@@ -24,11 +24,14 @@ Conventions, shared by every place a focus score appears (JSON, heat maps, the g
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +44,11 @@ from segmenter.focus_windows import CENTRE, KERNEL, STRIDE, centre_statistics, r
 from segmenter.inputs import as_image_list
 from segmenter.registry import model_path
 
+try:  # FocusLiteNN's convolution of 8-bit RGB in C, built at install (setup.py); optional
+    from segmenter import _focus_conv
+except ImportError:
+    _focus_conv = None
+
 FAMILY = "focuslitenn"
 DEFAULT_MODEL = "focus"
 #: Pixels sampled per input (at most) to estimate its intensity range and noise.
@@ -49,11 +57,16 @@ STATS_SAMPLES = 2 ** 12
 BATCH_PIXELS = 2 ** 20
 
 
+def response_cells(pixels: int) -> int:
+    """Response-map cells along an axis of `pixels` (at least one kernel)."""
+    return (pixels - KERNEL) // STRIDE + 1
+
+
 def window_cells(size: int) -> int:
     """Response-map cells in a window of `size` pixels; `size` must be 7 + 5·n."""
     if size < KERNEL or (size - KERNEL) % STRIDE:
         raise ValueError(f"window size {size} px must be {KERNEL} + {STRIDE}·n (e.g. 252)")
-    return (size - KERNEL) // STRIDE + 1
+    return response_cells(size)
 
 
 def stride_cells(stride: int) -> int:
@@ -63,11 +76,30 @@ def stride_cells(stride: int) -> int:
     return stride // STRIDE
 
 
+@functools.cache
+def native_convolution() -> bool:
+    """Whether 8-bit RGB images are convolved by cyseg's compiled kernel (`segmenter/_focus_conv.c`:
+    built at install, and this CPU has AVX-512 VBMI) rather than by PyTorch on a float copy."""
+    return _focus_conv is not None and _focus_conv.supported()
+
+
+@functools.cache
+def _helpers() -> ThreadPoolExecutor:
+    """The threads that share the compiled convolution with the caller (started on first use)."""
+    return ThreadPoolExecutor(max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="focus-convolution")
+
+
 class FocusLiteNN(nn.Module):
     """One convolution (`kernels` × 7×7, stride 5) and min (k = 1) or min+max (k > 1) pooling.
 
     `forward` scores B×3×H×W windows already scaled by `normalize_window`; `window_extrema`
     gives the pooled responses of all the windows of raw images at once.
+
+    Raw images are convolved as they lie in memory: rows of W·C interleaved samples with the
+    kernels laid out the same way (7 × 7·C, stride 5 × 5·C), which equals the convolution over
+    channels without transposing the image; a grey image uses the kernels summed over the
+    colour channels (the same as three equal channels). 8-bit RGB on the CPU goes to the compiled
+    kernel where it runs (`native_convolution`), anything else to PyTorch on a float copy.
     """
 
     def __init__(self, kernels: int = 1, in_channels: int = 3):
@@ -88,34 +120,60 @@ class FocusLiteNN(nn.Module):
         response = self.conv(x)
         return self.head(response.amin(dim=(2, 3)), response.amax(dim=(2, 3)))
 
-    def responses(self, raw: torch.Tensor) -> torch.Tensor:
-        """Response maps without bias (B×k×h×w) of raw B×H×W×C images, channels last (C = 1 or 3).
+    def responses(self, images: Sequence[np.ndarray], native: bool | None = None) -> np.ndarray:
+        """Response maps without bias (B×k×h×w float32) of H×W×C images of one shape (C = 1 or 3,
+        uint8 or float32); `native` (default: `native_convolution()`) allows the compiled kernel."""
+        return self.start_responses(images, native)()
 
-        The image is read as it lies in memory: its rows of W·C interleaved samples are
-        convolved with the kernels laid out the same way (7 × 7·C, stride 5 × 5·C), which equals
-        the convolution over channels without transposing the image; a grey image uses the
-        kernels summed over the colour channels (the same as three equal channels).
-        """
-        weight = self.weight_for(raw.shape[3])
-        interleaved = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 1, KERNEL, -1)
-        rows = raw.reshape(raw.shape[0], 1, raw.shape[1], -1)
-        return F.conv2d(rows, interleaved, stride=(STRIDE, STRIDE * raw.shape[3]))
+    def start_responses(self, images: Sequence[np.ndarray],
+                        native: bool | None = None) -> Callable[[], np.ndarray]:
+        """`responses`, started: the compiled kernel runs on helper threads (one fewer than
+        PyTorch's) while the caller goes on; the returned function takes its share of the rows
+        still to do and returns the maps."""
+        height, width, channels = images[0].shape
+        weight = self.weight_for(channels)
+        interleaved = weight.detach().permute(0, 2, 3, 1).reshape(weight.shape[0], KERNEL, -1)
+        native = native_convolution() if native is None else native
+        if not (native and weight.device.type == "cpu" and images[0].dtype == np.uint8 and channels == 3):
+            def convolve_in_torch() -> np.ndarray:
+                rows = _as_batch(images).to(weight.device).reshape(len(images), 1, height, -1)
+                maps = F.conv2d(rows, interleaved[:, None], stride=(STRIDE, STRIDE * channels))
+                return maps.float().cpu().numpy()
+            return convolve_in_torch
+
+        taps = interleaved.float().contiguous().numpy()
+        images = [np.ascontiguousarray(image) for image in images]
+        out = np.empty((len(images), self.kernels, response_cells(height), response_cells(width)), np.float32)
+        taken = np.zeros((len(images), 1), np.int64)  # rows handed out, per image, shared by the threads
+
+        def convolve() -> None:
+            for image, maps, rows in zip(images, out, taken):
+                _focus_conv.responses(image, height, width, taps, self.kernels, maps, rows)
+
+        helping = [_helpers().submit(convolve) for _ in range(torch.get_num_threads() - 1)]
+
+        def finish() -> np.ndarray:
+            convolve()
+            for helper in helping:
+                helper.result()
+            return out
+        return finish
 
     def weight_for(self, channels: int) -> torch.Tensor:
         """The kernels for inputs of `channels` (3: as they are; 1: summed over the colour
         channels, which sees a grey image as RGB with equal channels)."""
         return self.conv.weight.sum(dim=1, keepdim=True) if channels == 1 else self.conv.weight
 
-    def window_extrema(self, raw: torch.Tensor, offset: np.ndarray, scale: np.ndarray,
+    def window_extrema(self, maps: np.ndarray, channels: int, offset: np.ndarray, scale: np.ndarray,
                        layout: "WindowLayout") -> tuple[np.ndarray, np.ndarray]:
-        """Per-window min and max response (B×ny×nx×k each) of raw B×H×W×C images, each window
-        scaled as `(raw - offset) * scale` (offset, scale: B×ny×nx, scale > 0).
+        """Per-window min and max response (B×ny×nx×k each) from the `responses` of raw images of
+        `channels`, each window scaled as `(raw - offset) * scale` (offset, scale: B×ny×nx, scale > 0).
 
         The scaling is applied after pooling: it is affine and increasing within a window, so
         it commutes with min and max.
         """
-        low, high = response_extrema(self.responses(raw).float().cpu().numpy(), *layout)
-        sums = self.weight_for(raw.shape[3]).sum(dim=(1, 2, 3)).float().cpu().numpy()
+        low, high = response_extrema(maps, *layout)
+        sums = self.weight_for(channels).sum(dim=(1, 2, 3)).float().cpu().numpy()
         bias = self.conv.bias.float().cpu().numpy()
         offset, scale = offset[..., None], scale[..., None]
         return tuple((v - offset * sums) * scale + bias for v in (low, high))
@@ -141,7 +199,7 @@ def window_starts(size: int, window: int, stride: int) -> np.ndarray:
     then one more ending at the last response cell when the regular ones leave a strip; an
     input smaller than a window is padded (by reflection) to one window."""
     cells, step = window_cells(window), stride_cells(stride)
-    last = max(0, (size - KERNEL) // STRIDE + 1 - cells)
+    last = max(0, response_cells(size) - cells)
     starts = list(range(0, last + 1, step))
     if starts[-1] != last:
         starts.append(last)
@@ -155,8 +213,7 @@ def grid_shape(height: int, width: int, window: int, stride: int) -> tuple[int, 
 
 def sample_centres(x: torch.Tensor) -> torch.Tensor:
     """The centre pixel of every response cell of …×H×W images (one sample per 5×5 pixels)."""
-    cells = [(n - KERNEL) // STRIDE + 1 for n in x.shape[-2:]]
-    return x[..., CENTRE::STRIDE, CENTRE::STRIDE][..., :cells[0], :cells[1]]
+    return x[..., CENTRE::STRIDE, CENTRE::STRIDE][..., :response_cells(x.shape[-2]), :response_cells(x.shape[-1])]
 
 
 def normalize_window(window: torch.Tensor) -> torch.Tensor:
@@ -227,21 +284,32 @@ def input_stats(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8
     """Range and noise of an H×W×C image from a regular subsample of at most `STATS_SAMPLES`
     pixels; noise = robust std (MAD) of horizontal neighbour differences / √2."""
     step = max(1, math.ceil(math.sqrt(image.shape[0] * image.shape[1] / STATS_SAMPLES)))
-    sample = image[::step, ::step].astype(np.float32)
+    sample = image[::step, ::step]
     low, high = _percentiles(sample, percentiles)
-    neighbours = image[::step, 1::step].astype(np.float32)
+    neighbours = image[::step, 1::step]
     width = min(sample.shape[1], neighbours.shape[1])
-    difference = np.abs(neighbours[:, :width] - sample[:, :width])
+    wide = np.int16 if image.dtype == np.uint8 else np.float32  # 8-bit differences stay 8-bit
+    difference = np.abs(neighbours[:, :width].astype(wide) - sample[:, :width])
+    if image.dtype == np.uint8:
+        difference = difference.astype(np.uint8)
     noise = 1.4826 * _percentiles(difference, (50.0,))[0] / math.sqrt(2) if difference.size else 0.0
     return InputStats(low, high, noise)
 
 
 def _percentiles(values: np.ndarray, percentiles: Sequence[float]) -> list[float]:
-    """`np.percentile` (linear interpolation) from one sort: several times faster on the few
-    thousand samples of `input_stats`."""
-    ordered = np.sort(values, axis=None)
-    ranks = np.asarray(percentiles, dtype=np.float64) / 100 * (ordered.size - 1)
-    return [float(v) for v in np.interp(ranks, np.arange(ordered.size), ordered)]
+    """`np.percentile` (linear interpolation) of the few thousand samples of `input_stats`:
+    order statistics from a histogram for 8-bit values, else from one sort; both several
+    times faster than `np.percentile`."""
+    ranks = np.asarray(percentiles, dtype=np.float64) / 100 * (values.size - 1)
+    below = np.floor(ranks).astype(np.int64)
+    above = np.minimum(below + 1, values.size - 1)
+    if values.dtype == np.uint8:  # the k-th smallest is the first level with more than k values at or below it
+        at_or_below = np.cumsum(np.bincount(values.ravel(), minlength=256))
+        lower, upper = (np.searchsorted(at_or_below, k, side="right").astype(np.float64) for k in (below, above))
+    else:
+        ordered = np.sort(values, axis=None).astype(np.float64)
+        lower, upper = ordered[below], ordered[above]
+    return [float(v) for v in lower + (upper - lower) * (ranks - below)]
 
 
 def _padded(image: np.ndarray, size: int) -> np.ndarray:
@@ -353,9 +421,6 @@ class FocusClassifier:
         stride = stride or self.default_stride
         stride_cells(stride)  # a bad stride fails before any work
         images = [focus_input(image) for image in images]
-        stats = [input_stats(image, self.percentiles) for image in images]
-        if value_range is not None:
-            stats = [InputStats(*value_range, s.noise) for s in stats]
         groups: dict[tuple, list[int]] = {}
         for index, image in enumerate(images):
             groups.setdefault(image.shape, []).append(index)
@@ -364,24 +429,28 @@ class FocusClassifier:
             per_pass = max(1, BATCH_PIXELS // (shape[0] * shape[1]))
             for start in range(0, len(members), per_pass):
                 chunk = members[start:start + per_pass]
-                found = self._score_same_shape([images[i] for i in chunk], [stats[i] for i in chunk], stride)
+                found = self._score_same_shape([images[i] for i in chunk], stride, value_range)
                 for index, grid in zip(chunk, found):
                     grids[index] = grid
         return grids
 
-    def _score_same_shape(self, images: list[np.ndarray], stats: list[InputStats],
-                          stride: int) -> list[FocusGrid]:
-        """The grids of validated images of one shape, in one pass."""
-        height, width = images[0].shape[:2]
+    def _score_same_shape(self, images: list[np.ndarray], stride: int,
+                          value_range: tuple[float, float] | None) -> list[FocusGrid]:
+        """The grids of validated images of one shape, in one pass; the statistics of the content
+        rule are computed while the convolution runs."""
+        height, width, channels = images[0].shape
         padded = [_padded(image, self.patch_size) for image in images]
         layout = WindowLayout.of(*padded[0].shape[:2], self.patch_size, stride)
-        raw = _as_batch(padded)
-        bottom, top, content = (np.stack(v) for v in zip(*(self.content.windows(image, s, layout)
-                                                         for image, s in zip(padded, stats))))
-        span = top - bottom
-        scale = np.divide(1, span, out=np.zeros_like(span), where=span > 0)
         with torch.inference_mode():
-            low, high = self.network.window_extrema(raw.to(self.device), bottom, scale, layout)
+            responses = self.network.start_responses(padded)
+            stats = [input_stats(image, self.percentiles) for image in images]
+            if value_range is not None:
+                stats = [InputStats(*value_range, s.noise) for s in stats]
+            bottom, top, content = (np.stack(v) for v in zip(*(self.content.windows(image, s, layout)
+                                                             for image, s in zip(padded, stats))))
+            span = top - bottom
+            scale = np.divide(1, span, out=np.zeros_like(span), where=span > 0)
+            low, high = self.network.window_extrema(responses(), channels, bottom, scale, layout)
             scores = self.network.head(*(torch.from_numpy(v).to(self.device) for v in (low, high)))
             scores = scores.float().cpu().numpy()
         return [FocusGrid(scores=scores[i], content=content[i], window=self.patch_size, stride=stride,

@@ -11,6 +11,7 @@ import torch
 
 from cyseg.synthetic import random_nuclei, render
 from segmenter import SHIPPED, Checkpoint, ModelLoadError
+from segmenter import focus as focus_module
 from segmenter.focus import (ContentRule, FocusClassifier, FocusLiteNN, WindowLayout, focus_checkpoint, focus_input,
                              grid_shape, input_stats, load_focus_classifier, normalize_window)
 from segmenter.focus_training import (FocusTrainConfig, best_threshold, build_patches, calibrate, pearson_loss,
@@ -275,3 +276,55 @@ def test_scoring_works_where_numba_has_nowhere_to_cache(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "nan"  # a flat image has no content
+
+
+def cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+
+
+#: The instructions of the compiled 8-bit convolution (segmenter/_focus_conv.c).
+NATIVE_CPU = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vbmi", "avx512_vnni"} <= cpu_flags()
+native_cpu_only = pytest.mark.skipif(not NATIVE_CPU, reason="this CPU lacks AVX-512 VBMI/VNNI: PyTorch convolves")
+
+
+@native_cpu_only
+def test_the_compiled_convolution_is_built_and_used_where_the_cpu_runs_it():
+    assert focus_module.native_convolution(), "segmenter/_focus_conv.c was not built: run `make venv`"
+
+
+@native_cpu_only
+@pytest.mark.parametrize("kernels", [1, 3, 7, 10])
+@pytest.mark.parametrize("shape", [(7, 7), (64, 131), (257, 300), (1029, 1024)])
+def test_compiled_convolution_equals_pytorchs(kernels, shape):
+    """Every kernel grouping (4, 2, 1), row ends inside a block, RGBA views, batches of two."""
+    torch.manual_seed(kernels)
+    network = FocusLiteNN(kernels)
+    rng = np.random.default_rng(kernels)
+    images = [rng.integers(0, 256, (*shape, 4), dtype=np.uint8)[..., :3] for _ in range(2)]
+    with torch.inference_mode():
+        compiled, reference = (network.responses(images, native=native) for native in (True, False))
+    assert compiled.shape == reference.shape == (2, kernels, (shape[0] - 2) // 5, (shape[1] - 2) // 5)
+    assert np.abs(compiled - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+@native_cpu_only
+def test_scores_are_the_same_with_either_convolution(shipped, monkeypatch):
+    """Sharp and blurred 8-bit RGB: the compiled kernel and PyTorch give the same window scores."""
+    sharp = np.stack([nuclei_image((600, 700), seed=s) for s in (4, 5, 6)], axis=2)
+    image = np.concatenate([sharp, defocus(sharp, 4, seed=0)], axis=1)
+    assert image.dtype == np.uint8
+    compiled = shipped.grid(image, stride=125).scores
+    monkeypatch.setattr(focus_module, "native_convolution", lambda: False)
+    np.testing.assert_allclose(shipped.grid(image, stride=125).scores, compiled, rtol=1e-4, atol=1e-4)
+
+
+@native_cpu_only
+def test_compiled_convolution_refuses_buffers_that_do_not_match_the_shapes():
+    from segmenter import _focus_conv  # noqa: PLC0415 (built only where a compiler was found)
+    image, weights = np.zeros((20, 30, 3), np.uint8), np.zeros((2, 7, 21), np.float32)
+    with pytest.raises(ValueError, match="buffer sizes"):
+        _focus_conv.responses(image, 20, 30, weights, 2, np.zeros((2, 3, 4), np.float32), np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="bad shape"):
+        _focus_conv.responses(image, 5, 30, weights, 2, np.zeros((2, 3, 4), np.float32), np.zeros(1, np.int64))
