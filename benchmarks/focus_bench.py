@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from segmenter.datasets import list_images, read_image  # noqa: E402
-from segmenter.focus import load_focus_classifier  # noqa: E402
+from segmenter.focus import load_focus_classifier, native_convolution  # noqa: E402
 from segmenter.focus_training import roc_auc, synthetic_defocus  # noqa: E402
 from segmenter.registry import WEIGHTS_DIR  # noqa: E402
 from transforms import blur_measure  # noqa: E402
@@ -148,7 +148,8 @@ def main() -> int:
 
     report = dict(
         machine=dict(cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__,
-                     threads=args.threads, load_average=[round(v, 2) for v in os.getloadavg()]),
+                     threads=args.threads, load_average=[round(v, 2) for v in os.getloadavg()],
+                     compiled_convolution=native_convolution()),
         published_focuslitenn_ms=PUBLISHED_MS, target_ms=PUBLISHED_MS / 10,
         patches=dict(count=len(patches), size=PATCH, slide_windows=[name for name, _ in sources],
                      sharp_levels=SHARP_LEVELS, blurry_levels=BLURRY_LEVELS, psf="optical + noise", seed=args.seed),

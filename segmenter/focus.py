@@ -28,9 +28,9 @@ import functools
 import math
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -79,7 +79,7 @@ def stride_cells(stride: int) -> int:
 @functools.cache
 def native_convolution() -> bool:
     """Whether 8-bit RGB images are convolved by cyseg's compiled kernel (`segmenter/_focus_conv.c`:
-    built at install, and this CPU has AVX-512 VBMI) rather than by PyTorch on a float copy."""
+    built at install, and this CPU has AVX-512 VBMI and VNNI) rather than by PyTorch on a float copy."""
     return _focus_conv is not None and _focus_conv.supported()
 
 
