@@ -34,7 +34,7 @@ RUN pip install --no-cache-dir -r /app/requirements.txt
 
 COPY cyseg /app/cyseg
 COPY segmenter /app/segmenter
-COPY --from=build /src/segmenter/_focus_conv.cpython-311-x86_64-linux-gnu.so /app/segmenter/
+COPY --from=build /src/segmenter/_focus_conv.*.so /app/segmenter/
 COPY transforms /app/transforms
 COPY metrics /app/metrics
 COPY descriptor.json run.py /app/

@@ -288,10 +288,10 @@ def input_stats(image: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8
     low, high = _percentiles(sample, percentiles)
     neighbours = image[::step, 1::step]
     width = min(sample.shape[1], neighbours.shape[1])
-    wide = np.int16 if image.dtype == np.uint8 else np.float32  # 8-bit differences stay 8-bit
-    difference = np.abs(neighbours[:, :width].astype(wide) - sample[:, :width])
-    if image.dtype == np.uint8:
-        difference = difference.astype(np.uint8)
+    if image.dtype == np.uint8:  # 8-bit differences stay 8-bit: `_percentiles` counts them
+        difference = np.abs(neighbours[:, :width].astype(np.int16) - sample[:, :width]).astype(np.uint8)
+    else:
+        difference = np.abs(neighbours[:, :width].astype(np.float32) - sample[:, :width])
     noise = 1.4826 * _percentiles(difference, (50.0,))[0] / math.sqrt(2) if difference.size else 0.0
     return InputStats(low, high, noise)
 
