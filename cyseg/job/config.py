@@ -1,15 +1,17 @@
 """The job's parameters: one dataclass whose fields are exactly the user inputs of `descriptor.json`.
 
 Each field names its Cytomine parameter type in its metadata; `tests/job` checks that the
-descriptor agrees on every name, type and default. Values arrive from `CytomineJob.from_cli`
-(which parses them with the types the server reports) and are checked here, so a bad value fails
-the job with a message naming the parameter.
+descriptor agrees on every name, type and default. Values arrive as text from the job's command
+line (`cyseg.job.lifecycle`) or typed (tests, a parsed command line) and are converted and checked
+here, so a bad value of any type fails the job with a message naming the parameter, the value and
+what is expected.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from argparse import Namespace
 from dataclasses import dataclass, field
@@ -64,24 +66,27 @@ class JobConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got '{self.mode}'"),
-            (0 < self.threshold < 1, "threshold must be between 0 and 1 (exclusive)"),
-            (self.min_area >= 0, "min_area must be >= 0"),
-            (self.max_area > self.min_area, "max_area must be greater than min_area"),
-            (64 <= self.tile_size <= 8192, "tile_size must be between 64 and 8192 pixels"),
-            (0 <= self.tile_overlap <= self.tile_size // 2, "tile_overlap must be between 0 and half the tile size"),
-            (1 <= self.batch_size <= 1024, "batch_size must be between 1 and 1024"),
-            (0 <= self.zoom_level <= 16, "zoom_level must be between 0 (full resolution) and 16"),
-            (bool(DEVICES.match(self.device)), "device must be auto, cpu, cuda or cuda:N"),
-            (self.simplify_tolerance >= 0, "simplify_tolerance must be >= 0"),
+            (0 < self.threshold < 1, f"threshold must be between 0 and 1 (exclusive), got {self.threshold}"),
+            (self.min_area >= 0, f"min_area must be >= 0, got {self.min_area}"),
+            (self.max_area > self.min_area,
+             f"max_area must be greater than min_area, got {self.max_area} <= {self.min_area}"),
+            (64 <= self.tile_size <= 8192, f"tile_size must be between 64 and 8192 pixels, got {self.tile_size}"),
+            (0 <= self.tile_overlap <= self.tile_size // 2,
+             f"tile_overlap must be between 0 and half the tile size ({self.tile_size // 2}), got {self.tile_overlap}"),
+            (1 <= self.batch_size <= 1024, f"batch_size must be between 1 and 1024, got {self.batch_size}"),
+            (0 <= self.zoom_level <= 16, f"zoom_level must be between 0 (full resolution) and 16, got {self.zoom_level}"),
+            (bool(DEVICES.match(self.device)), f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'"),
+            (self.simplify_tolerance >= 0, f"simplify_tolerance must be >= 0, got {self.simplify_tolerance}"),
             (bool(self.model.strip()), "model must name a shipped model, a model file or job:<job id>"),
             (not self.model.startswith("job:") or bool(JOB_MODEL.match(self.model)),
              f"model={self.model} must be job:<job id>, e.g. job:123"),
             (32 <= self.crop_size <= 2048 and self.crop_size % 16 == 0,
-             "crop_size must be a multiple of 16 between 32 and 2048 pixels"),
-            (1 <= self.epochs <= 10000, "epochs must be between 1 and 10000"),
-            (1 <= self.steps_per_epoch <= 100000, "steps_per_epoch must be between 1 and 100000"),
-            (1 <= self.idi_rounds <= 100, "idi_rounds must be between 1 and 100"),
-            (0 < self.validation_share < 1, "validation_share must be between 0 and 1 (exclusive)"),
+             f"crop_size must be a multiple of 16 between 32 and 2048 pixels, got {self.crop_size}"),
+            (1 <= self.epochs <= 10000, f"epochs must be between 1 and 10000, got {self.epochs}"),
+            (1 <= self.steps_per_epoch <= 100000, f"steps_per_epoch must be between 1 and 100000, got {self.steps_per_epoch}"),
+            (1 <= self.idi_rounds <= 100, f"idi_rounds must be between 1 and 100, got {self.idi_rounds}"),
+            (0 < self.validation_share < 1,
+             f"validation_share must be between 0 and 1 (exclusive), got {self.validation_share}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -137,13 +142,11 @@ def _convert(name: str, kind: str, default: Any, value: Any) -> Any:
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
             return bool(value)
-        if kind == "Number" and isinstance(default, int):
-            number = float(value)
-            if not number.is_integer():
-                raise ValueError(value)
-            return int(number)
         if kind == "Number":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number) or (isinstance(default, int) and not number.is_integer()):
+                raise ValueError(value)
+            return int(number) if isinstance(default, int) else number
         return str(value)
     except (TypeError, ValueError):
         expected = {"ListDomain": "comma-separated ids", "Domain": "an id", "Boolean": "true or false",

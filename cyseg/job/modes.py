@@ -1,7 +1,7 @@
 """The job's modes (the `mode` parameter): `segment` finds the nuclei and uploads them (the default);
 `dataset`, `improve` and `train` learn from the project's annotations and attach what they made to the
-job. `run.py` calls `run` inside `with CytomineJob...`, which marks the job FAILED with the message of
-any exception that escapes."""
+job. `run.py` calls `run` inside cyseg's guard (`cyseg.job.lifecycle`), which marks the job FAILED with
+the message of any exception that escapes."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +11,6 @@ from typing import Any
 
 from cyseg.idi import SUMMARY_NAME, IDIConfig, improve
 from cyseg.job.config import JobConfig
-from cyseg.job.connection import harden
 from cyseg.job.learning import (HISTORY_NAME, MANIFEST_NAME, MODEL_NAME, LearningRun, build, recipe, stage,
                                 training_folders, zip_folder)
 from cyseg.job.progress import JobProgress
@@ -33,7 +32,6 @@ def run(cytomine_job: Any) -> None:
     if config.mode == "segment":
         run_job(cytomine_job)
         return
-    harden(cytomine_job)
     job = cytomine_job.job
     out = output_dir(job.id) / f"job-{job.id}"
     out.mkdir(exist_ok=True)

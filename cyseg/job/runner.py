@@ -24,7 +24,7 @@ from cyseg.errors import CysegError
 from cyseg.job import results
 from cyseg.job.config import JobConfig
 from cyseg.job.models import resolve_model
-from cyseg.job.connection import call, describe, harden, host
+from cyseg.job.connection import call, describe, host
 from cyseg.job.progress import JobProgress
 from cyseg.job.results import RegionRecord
 from cyseg.job.source import TileSource, open_source
@@ -291,8 +291,7 @@ class JobRun:
 
 
 def run_job(cytomine_job: Any) -> None:
-    """Run the job whose parameters `cytomine_job` (a started `CytomineJob`) carries."""
-    harden(cytomine_job)
+    """Run the job whose parameters `cytomine_job` (a started `CytomineJob`, hardened) carries."""
     config = JobConfig.from_parameters(cytomine_job.parameters)
     context = JobContext(cytomine_job.job, cytomine_job.project, cytomine_job.current_user.id, config)
     progress = JobProgress(context.job, 1)
@@ -317,6 +316,8 @@ def failure_message(error: BaseException) -> str:
         if isinstance(seen, CysegError):
             return str(seen)
         seen = seen.__cause__ or seen.__context__
+    if isinstance(error, KeyboardInterrupt):
+        return "the job was interrupted"
     if isinstance(error, requests.RequestException):
         return f"Cytomine server {host()}: {describe(error)}"
     log.error("unexpected error", exc_info=error)
