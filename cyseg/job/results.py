@@ -17,6 +17,7 @@ from shapely import affinity
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
+from cyseg import qupath
 from cyseg.coordinates import from_cytomine, to_cytomine
 from cyseg.job.connection import call
 from cyseg.job.objects import DetectedObject
@@ -85,15 +86,19 @@ class RegionRecord:
 
 
 def write_geojson_file(path: Path, records: list[RegionRecord], class_names: list[str]) -> Path:
-    """Every object as a GeoJSON feature, in Cytomine coordinates (full-resolution pixels, origin bottom-left),
-    with its class name and score (null when the model gives none)."""
-    items = [(obj.polygon, {"image_id": r.image_id, "image_name": r.image_name, "region": r.region,
-                            "area": round(obj.area, 2), "class": class_names[obj.label] if obj.label < len(class_names)
-                            else str(obj.label), "score": None if obj.score is None else round(obj.score, 4),
-                            "upload": status})
-             for r in records for obj, status in zip(r.objects, r.statuses)]
-    collection = feature_collection(items)
-    collection["cyseg"] = {"coordinates": "Cytomine: full-resolution pixels, origin at the bottom-left"}
+    """Every object as a QuPath detection (see `cyseg.qupath`): full-resolution pixels with the origin at
+    the top-left, its class name and its score as a measurement; cyseg's own properties beside them."""
+    features = []
+    for record in records:
+        for obj, status in zip(record.objects, record.statuses):
+            name = class_names[obj.label] if obj.label < len(class_names) else str(obj.label)
+            score, area = None if obj.score is None else round(obj.score, 4), round(obj.area, 2)
+            features.append(qupath.detection(from_cytomine(obj.polygon, record.image_height), name,
+                                             {"score": score, "area": area}, image_id=record.image_id,
+                                             image_name=record.image_name, region=record.region, area=area,
+                                             score=score, upload=status, **{"class": name}))
+    collection = qupath.feature_collection(features)
+    collection["cyseg"] = {"coordinates": "full-resolution pixels, origin at the top-left (QuPath)"}
     return write_geojson(path, collection)
 
 
