@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cyseg.server import page
 from cyseg.server.errors import ApiError, PayloadTooLarge
-from cyseg.server.routes import annotations, images, meta, processing, projects, tiles, users
+from cyseg.server.routes import annotations, appengine, images, meta, processing, projects, tiles, users
 from cyseg.server.routes.deps import authenticated
 from cyseg.server.slides import SlideLibrary
 from cyseg.server.store import Store
@@ -110,6 +110,7 @@ def create_app(store: Store, slides: SlideLibrary, files_dir: Path,
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(page.router)
+    appengine.install(app, files_dir.parent / "app-engine")  # the local App Engine (task runs)
 
     @app.get("/server/ping", include_in_schema=False)
     @app.get("/server/ping.json", include_in_schema=False)
