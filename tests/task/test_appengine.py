@@ -17,6 +17,7 @@ from cyseg.server.runner import Endpoint
 from cyseg.task.descriptor import DESCRIPTOR_PATH, load_descriptor
 from .conftest import SLIDE_NAME
 from .openapi import CheckedClient
+from .test_qupath import assert_qupath_feature
 
 TOLERANCE_PX = 3.0
 OWN = load_descriptor()
@@ -102,6 +103,8 @@ def test_nuclei_match_the_known_nuclei_in_place(finished: dict, engine: CheckedC
     truth = np.array([(n.x, n.y) for n in slide.nuclei])
     found = centres(nuclei)
     assert outputs["count"]["value"] == len(nuclei)
+    for feature in nuclei:
+        assert_qupath_feature(feature)
     assert abs(len(nuclei) - len(truth)) <= 0.03 * len(truth)
     assert matched(found, truth) >= 0.97 * len(truth)
     # orientation: the dense cluster is top-left, the right third is empty (a flip or mirror cannot match)
