@@ -1,4 +1,4 @@
-"""A small web page for people: projects, images with thumbnails, annotation overlays, jobs.
+"""A small web page for people: projects, images with thumbnails, annotation overlays, jobs, task runs.
 
 No authentication (the server binds to loopback); pictures are drawn server-side with Pillow.
 """
@@ -16,10 +16,12 @@ from cyseg.server.cytomine_json import JOB_STATUS_NAMES
 from cyseg.server.geometry import to_raster
 from cyseg.server.pictures import thumbnail_picture
 from cyseg.server.records import Image, Job, Project
+from cyseg.server.routes.appengine import get_tasks
 from cyseg.server.routes.deps import get_slides, get_store
 from cyseg.server.routes.images import image_response
 from cyseg.server.slides import SlideLibrary
 from cyseg.server.store import AnnotationQuery, Store
+from cyseg.server.task_store import TaskStore
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,7 +38,7 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 1.5em; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .3em .6em; font-size: .9em; }
 .bar { width: 120px; height: .8em; background: #eee; display: inline-block; vertical-align: middle; }
 .bar span { display: block; height: 100%; background: #3a7; }
-.status-FAILED { color: #c00; font-weight: bold; } .status-SUCCESS { color: #080; font-weight: bold; }
+.status-FAILED { color: #c00; font-weight: bold; } .status-SUCCESS, .status-FINISHED { color: #080; font-weight: bold; }
 """
 
 
@@ -72,10 +74,23 @@ def _project_section(store: Store, project: Project) -> str:
             f"<div class='images'>{images}</div><h3>Jobs</h3>{job_table}")
 
 
+def _task_runs_section(tasks: TaskStore) -> str:
+    """The local App Engine's task runs, newest first."""
+    runs = tasks.runs()
+    if not runs:
+        return "<h2>Task runs (App Engine)</h2><p>No task runs yet.</p>"
+    rows = "".join(f"<tr><td>{escape(run.id)}</td><td>{escape(tasks.task(run.task_id).namespace)} "
+                   f"{escape(tasks.task(run.task_id).version)}</td><td class='status-{escape(run.state)}'>"
+                   f"{escape(run.state)}</td><td>{escape(run.created_at)}</td><td>{escape(run.updated_at)}</td>"
+                   f"<td>{escape(run.message or '')}</td></tr>" for run in reversed(runs))
+    return ("<h2>Task runs (App Engine)</h2><table><tr><th>Run</th><th>Task</th><th>State</th><th>Created</th>"
+            f"<th>Updated</th><th>Message</th></tr>{rows}</table>")
+
+
 @router.get("/")
-def home(store: Store = Depends(get_store)) -> HTMLResponse:
+def home(store: Store = Depends(get_store), tasks: TaskStore = Depends(get_tasks)) -> HTMLResponse:
     sections = "".join(_project_section(store, p) for p in store.projects()) or "<p>No projects.</p>"
-    return _page("cyseg test server", f"<h1>cyseg test server</h1>{sections}")
+    return _page("cyseg test server", f"<h1>cyseg test server</h1>{sections}{_task_runs_section(tasks)}")
 
 
 @router.get("/ui/image/{image_id}")

@@ -153,3 +153,9 @@ def test_requests_need_the_admins_key(server: Endpoint) -> None:
     assert response.status_code == 401 and "Bearer" in response.json()["message"]
     response = requests.get(f"{server.host}/app-engine/v1/tasks", headers={"Authorization": "Bearer wrong"}, timeout=10)
     assert response.status_code == 401
+
+
+def test_the_web_page_shows_task_runs(finished: dict, server: Endpoint) -> None:
+    import requests
+    page = requests.get(f"{server.host}/", timeout=30).text
+    assert "Task runs (App Engine)" in page and finished["id"] in page and "FINISHED" in page
