@@ -3,7 +3,9 @@
 # when the container runs with the NVIDIA runtime (docker --gpus all, singularity --nv) and the CPU otherwise.
 # Stage 1: compile FocusLiteNN's 8-bit convolution (segmenter/_focus_conv.c) with the same setup.py
 # that `make` (and so CI) builds in place; only the compiled module goes on to the image.
-FROM python:3.11.13-slim-bookworm AS build
+# BASE: the Python 3.11 base image (a local Debian-based build of it where registries are out of reach).
+ARG BASE=python:3.11.13-slim-bookworm
+FROM ${BASE} AS build
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -12,7 +14,7 @@ COPY pyproject.toml setup.py README.md /src/
 COPY segmenter/_focus_conv.c /src/segmenter/
 RUN pip install --no-cache-dir setuptools==84.2.1 && python setup.py build_ext --inplace
 
-FROM python:3.11.13-slim-bookworm
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -38,6 +40,8 @@ COPY --from=build /src/segmenter/_focus_conv.*.so /app/segmenter/
 COPY transforms /app/transforms
 COPY metrics /app/metrics
 COPY descriptor.json run.py /app/
+# The App Engine task (python -m cyseg.task) reads its descriptor from /app/task.
+COPY task /app/task
 
 # The job runs as cyseg (uid 1000); /app stays read-only to it, result files go to a temporary folder.
 USER 1000:1000
@@ -47,4 +51,6 @@ USER 1000:1000
 RUN python -c "import numpy as np; from segmenter.focus import load_focus_classifier as f; c = f(); \
 [c.score(np.zeros(s, t)) for s, t in (((256, 256, 3), np.uint8), ((256, 256, 4), np.uint8), ((256, 256), np.float32))]"
 
+# The legacy software runs this entry point; the App Engine task image (scripts/bundle_task.sh) is this
+# image with ENTRYPOINT ["python", "-m", "cyseg.task"].
 ENTRYPOINT ["python", "/app/run.py"]
