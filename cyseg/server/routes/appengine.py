@@ -331,8 +331,11 @@ def _file(specs: dict[str, dict[str, Any]], folder: Path, name: str) -> FileResp
     if kind == "array":
         raise AppEngineError(404, "parameter-is-array", f"{name} is an array (a folder): fetch the zip")
     if kind == "image":
-        with PilImage.open(path) as picture:  # whole slides are TIFF-based
-            media = PICTURE_TYPES.get(picture.format, "image/tiff")
+        try:
+            with PilImage.open(path) as picture:
+                media = PICTURE_TYPES.get(picture.format, "application/octet-stream")
+        except (OSError, PilImage.DecompressionBombError):  # a slide format Pillow does not know
+            media = "application/octet-stream"
     else:
         media = "application/json" if kind == "geometry" else "text/plain"
     return FileResponse(path, media_type=media)
