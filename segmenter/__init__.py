@@ -1,4 +1,5 @@
 """Models: the Segmenter interface, its implementations, checkpoints and training."""
+from segmenter.backend import BACKENDS
 from segmenter.base import Instances, Segmenter, resolve_device
 from segmenter.checkpoint import Checkpoint, ModelLoadError
 from segmenter.registry import FAMILIES, SHIPPED, from_checkpoint, load, model_path, register
@@ -10,5 +11,5 @@ register(UNetSegmenter)
 register(DetectionSegmenter)
 register(FocusGated)
 
-__all__ = ["Checkpoint", "DetectionSegmenter", "FAMILIES", "FocusGated", "Instances", "ModelLoadError", "SHIPPED", "Segmenter",
-           "UNetSegmenter", "from_checkpoint", "load", "model_path", "register", "resolve_device"]
+__all__ = ["BACKENDS", "Checkpoint", "DetectionSegmenter", "FAMILIES", "FocusGated", "Instances", "ModelLoadError",
+           "SHIPPED", "Segmenter", "UNetSegmenter", "from_checkpoint", "load", "model_path", "register", "resolve_device"]

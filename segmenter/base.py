@@ -66,6 +66,12 @@ class Segmenter(sldc.SemanticSegmenter, abc.ABC):
         self.class_names = list(class_names)
         self.device = resolve_device(device)
 
+    @property
+    def backend(self) -> str:
+        """How the network runs (`segmenter.backend`), e.g. "openvino bf16"; "" for a model without one."""
+        runner = getattr(self, "runner", None)
+        return runner.description if runner else ""
+
     @classmethod
     @abc.abstractmethod
     def from_checkpoint(cls, checkpoint: Any, device: str | torch.device | None = None,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segmenter.backend import MAX_BATCH, build_runner, runner_device
 from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint
 from segmenter.inputs import as_image_list, padded_batch, to_channels
@@ -102,17 +103,20 @@ class HeadMaps:
 
 
 class DetectionSegmenter(Segmenter):
-    """Objects as star-convex polygons found from centre peaks; see the module docstring."""
+    """Objects as star-convex polygons found from centre peaks; see the module docstring. `backend`,
+    `precision` and `batch_size` as for `UNetSegmenter`."""
 
     name = "detection"
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
-                 batch_size: int = 8, threshold: float | None = None):
-        super().__init__(checkpoint.class_names, device)
+                 batch_size: int | None = None, threshold: float | None = None, backend: str = "torch",
+                 precision: str = "fp32"):
+        super().__init__(checkpoint.class_names, runner_device(backend, device))
         self.checkpoint = checkpoint
         self.network, self.heads = build_network(checkpoint.architecture)
         self.network.load_state_dict(checkpoint.state_dict)
         self.network.to(self.device).eval()
+        self.runner = build_runner(self.network, self.device, backend, precision)
         self.in_channels = checkpoint.in_channels
         self.normalization = Normalization.from_dict(checkpoint.normalization)
         decoding = Decoding.from_dict(checkpoint.postprocess)
@@ -132,14 +136,15 @@ class DetectionSegmenter(Segmenter):
         threshold = self.decoding.score_threshold if peak_threshold is None else peak_threshold
         images = [self.normalization(to_channels(image, self.in_channels)) for image in as_image_list(images)]
         maps: list[HeadMaps] = []
-        for start in range(0, len(images), self.batch_size):
-            maps.extend(self._forward(images[start:start + self.batch_size], threshold))
+        step = self.batch_size or MAX_BATCH
+        for start in range(0, len(images), step):
+            maps.extend(self._forward(images[start:start + step], threshold))
         return maps
 
     def _forward(self, images: list[np.ndarray], threshold: float) -> list[HeadMaps]:
         heads = self.heads
         with torch.inference_mode():
-            out = self.network(torch.from_numpy(padded_batch(images, self.network.multiple)).to(self.device))
+            out = self.runner(padded_batch(images, self.network.multiple), split=self.batch_size is None)
             heat = torch.sigmoid(out[:, :heads.n_classes])
             best = heat.amax(dim=1, keepdim=True)
             is_peak = (best == F.max_pool2d(best, PEAK_WINDOW, 1, PEAK_WINDOW // 2)) & (best > threshold)

@@ -65,10 +65,14 @@ class FocusGated(Segmenter):
         self.threshold = classifier.threshold if threshold is None else float(threshold)
         self.decisions: list[FocusDecision] = []
 
+    @property
+    def backend(self) -> str:
+        return self.sharp.backend
+
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device | None = None,
                         focus_threshold: float | None = None, **options: Any) -> "FocusGated":
-        """`options` (e.g. `threshold`, `batch_size`) go to both segmenters."""
+        """`options` (e.g. `threshold`, `batch_size`, `backend`, `precision`) go to both segmenters."""
         children = {name: unpack_child(checkpoint, name) for name in CHILDREN}
         if focus_threshold is None:
             focus_threshold = checkpoint.architecture.get("focus_threshold")

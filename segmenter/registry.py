@@ -48,15 +48,18 @@ def model_path(name_or_path: str | Path) -> Path:
 
 
 def from_checkpoint(checkpoint: Checkpoint, device: str | torch.device | None = None,
-                    **options) -> Segmenter:
-    """Build the segmenter a checkpoint describes."""
+                    backend: str = "torch", precision: str = "auto", **options) -> Segmenter:
+    """Build the segmenter a checkpoint describes, its network run by `backend` (one of
+    `segmenter.BACKENDS`; "auto": the fastest available; "torch" for now, until the job suite has run on "auto") at `precision` ("auto": the backend's best)."""
     if checkpoint.family not in FAMILIES:
         raise ModelLoadError(f"unknown model family '{checkpoint.family}' "
                              f"(known: {', '.join(sorted(FAMILIES))})")
-    return FAMILIES[checkpoint.family].from_checkpoint(checkpoint, device=device, **options)
+    return FAMILIES[checkpoint.family].from_checkpoint(checkpoint, device=device, backend=backend,
+                                                       precision=precision, **options)
 
 
 def load(name_or_path: str | Path = "default", device: str | torch.device | None = None,
-         **options) -> Segmenter:
-    """A ready segmenter from a shipped model name or a checkpoint path."""
-    return from_checkpoint(Checkpoint.load(model_path(name_or_path)), device=device, **options)
+         backend: str = "torch", **options) -> Segmenter:
+    """A ready segmenter from a shipped model name or a checkpoint path; `backend` and `options` as for
+    `from_checkpoint`."""
+    return from_checkpoint(Checkpoint.load(model_path(name_or_path)), device=device, backend=backend, **options)

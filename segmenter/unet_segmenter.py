@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from segmenter.backend import MAX_BATCH, build_runner, runner_device
 from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint
 from segmenter.inputs import as_image_list, padded_batch, to_channels
@@ -21,17 +22,23 @@ class UNetSegmenter(Segmenter):
     foreground]; multi-class models (softmax) one channel per class. Instances come from the
     foreground probability through `PostProcess` (threshold, watershed split, size filters);
     an instance's class is the foreground class with the highest mean probability inside it.
+
+    The network runs through `backend` at `precision` (`segmenter.backend`; built directly, plain
+    PyTorch fp32, as in training; `segmenter.load` picks the fastest); `batch_size` images per
+    forward pass, or None to let the backend measure what is fastest.
     """
 
     name = "unet"
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
-                 batch_size: int = 8, threshold: float | None = None):
-        super().__init__(checkpoint.class_names, device)
+                 batch_size: int | None = None, threshold: float | None = None, backend: str = "torch",
+                 precision: str = "fp32"):
+        super().__init__(checkpoint.class_names, runner_device(backend, device))
         self.checkpoint = checkpoint
         self.network = UNet(**checkpoint.architecture)
         self.network.load_state_dict(checkpoint.state_dict)
         self.network.to(self.device).eval()
+        self.runner = build_runner(self.network, self.device, backend, precision)
         self.in_channels = checkpoint.in_channels
         self.normalization = Normalization.from_dict(checkpoint.normalization)
         self.threshold = checkpoint.threshold if threshold is None else threshold
@@ -47,15 +54,16 @@ class UNetSegmenter(Segmenter):
         images = [self.normalization(to_channels(image, self.in_channels))
                   for image in as_image_list(images)]
         probas: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            probas.extend(self._predict_chunk(images[start:start + self.batch_size]))
+        step = self.batch_size or MAX_BATCH
+        for start in range(0, len(images), step):
+            probas.extend(self._predict_chunk(images[start:start + step]))
         return probas
 
     def _predict_chunk(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """One forward pass over images padded to a common size."""
+        """Images padded to a common size, through the runner."""
         batch = padded_batch(images, self.network.multiple)
         with torch.inference_mode():
-            logits = self.network(torch.from_numpy(batch).to(self.device))
+            logits = self.runner(batch, split=self.batch_size is None)
             if logits.shape[1] == 1:
                 foreground = torch.sigmoid(logits)
                 proba = torch.cat([1 - foreground, foreground], dim=1)

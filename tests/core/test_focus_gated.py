@@ -80,7 +80,7 @@ def test_checkpoint_nests_the_three_models_and_loads_by_family(tmp_path, gate, t
     combined = FocusGated.build_checkpoint(focus, tiny_checkpoint(seed=0), tiny_checkpoint(seed=1),
                                            focus_threshold=2.5)
     path = combined.save(tmp_path / "gated.pt")
-    loaded = segmenter.load(path, device="cpu")
+    loaded = segmenter.load(path, device="cpu", backend="torch")  # the fixture's fp32 PyTorch, exactly
     assert isinstance(loaded, FocusGated) and loaded.threshold == 2.5
     assert set(Checkpoint.load(path).children) == {"focus", "sharp", "blurry"}
     np.testing.assert_array_equal(loaded.predict_proba(tiles[1]), gate.blurry.predict_proba(tiles[1]))
