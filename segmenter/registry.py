@@ -23,6 +23,7 @@ SHIPPED: dict[str, str] = {
     "combined": "unet-combined.pt",
     "focus-gated": "focus-gated.pt",
     "detection": "detection-bbbc039.pt",
+    "he": "unet-he.pt",
     "focus": "focuslitenn-10.pt",
     "focuslitenn-1": "focuslitenn-1.pt",
     "focuslitenn-2": "focuslitenn-2.pt",

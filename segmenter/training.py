@@ -31,7 +31,7 @@ from segmenter.inputs import to_channels
 from segmenter.unet import UNet
 from segmenter.tuning import tune_postprocess
 from segmenter.unet_segmenter import UNetSegmenter
-from transforms import Augmenter, Normalization, PostProcess, defocus, touching_borders
+from transforms import Augmenter, Normalization, PostProcess, defocus, rescale_pair, touching_borders
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,76 @@ class TrainConfig:
     tune_postprocess: bool = True
     resume: bool = False
     init_from: str | None = None  # a U-Net checkpoint of the same architecture to start from (fine-tuning)
+    # µm/px of each `data` folder (None: unknown, scaled so its median nucleus has the known folders'
+    # median diameter); with `pixel_size_um`, images are resampled to the model's scale once, at load
+    data_pixel_size_um: list[float | None] = field(default_factory=list)
+    val_pixel_size_um: list[float | None] = field(default_factory=list)
+    data_weights: list[float] = field(default_factory=list)  # share of crops per data folder (empty: per image)
+    val_names: list[str] = field(default_factory=list)  # stems of `data` images held out for validation
+    scale_range: tuple[float, float] = (1.0, 1.0)  # crops resampled by a log-uniform factor in this range
+    stain_prob: float = 0.0  # stain (HED) and hue/saturation/brightness variation of RGB crops
+    jpeg_prob: float = 0.0
+    bf16: bool = False  # bf16 autocast (CPU or GPU) + channels_last for the forward and backward passes
 
 
 def seam_target(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Foreground target (nuclei minus touching seams) and the seam mask."""
     seams = touching_borders(labels)
     return (labels > 0) & ~seams, seams
+
+
+def median_diameter(labels: np.ndarray) -> float:
+    """The equivalent diameter (px) of an image's median-area object (0 without objects)."""
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.sqrt(4 * np.median(areas) / np.pi)) if areas.size else 0.0
+
+
+def rescaled(sample: LabelledImage, factor: float) -> LabelledImage:
+    """The sample resampled by `factor` (output px per input px)."""
+    size = (max(1, round(sample.image.shape[0] * factor)), max(1, round(sample.image.shape[1] * factor)))
+    image, labels = rescale_pair(sample.image, sample.labels, size)
+    return LabelledImage(sample.name, image, labels)
+
+
+def load_at_scale(folders: list[str], pixel_sizes: list[float | None],
+                  model_pixel_size: float | None) -> list[LabelledImage]:
+    """The labelled images of `folders`, resampled to `model_pixel_size` µm/px where the folder's
+    pixel size is known; folders of unknown pixel size are matched by median nucleus diameter."""
+    sets = [[LabelledImage(f"{folder}:{s.name}", s.image, s.labels) for s in load_labelled(folder)]
+            for folder in folders]
+    if model_pixel_size is None or not pixel_sizes:
+        return [s for samples in sets for s in samples]
+    if len(pixel_sizes) != len(folders):
+        raise ValueError(f"expected one pixel size per data folder ({len(folders)}), got {len(pixel_sizes)}")
+    out, unknown = [], []
+    for samples, size in zip(sets, pixel_sizes):
+        if size is None:
+            unknown.extend(samples)
+        else:
+            out.extend(rescaled(s, size / model_pixel_size) for s in samples)
+    diameters = [d for d in map(median_diameter, (s.labels for s in out)) if d > 0]
+    target = float(np.median(diameters)) if diameters else None
+    for sample in unknown:
+        diameter = median_diameter(sample.labels)
+        out.append(rescaled(sample, target / diameter) if target and diameter else sample)
+    return out
+
+
+def folder_of(name: str) -> str:
+    """The data folder an image was loaded from (`load_at_scale` names images `folder:stem`)."""
+    return name.rsplit(":", 1)[0] if ":" in name else ""
+
+
+def sampling_weights(names: list[str], config: TrainConfig) -> np.ndarray:
+    """Per-image probabilities: each data folder gets its `data_weights` share, split evenly."""
+    if len(config.data_weights) != len(config.data):
+        raise ValueError(f"expected one weight per data folder ({len(config.data)}), got {len(config.data_weights)}")
+    share = dict(zip(config.data, config.data_weights))
+    folders = [folder_of(name) for name in names]
+    counts = {folder: folders.count(folder) for folder in set(folders)}
+    weights = np.array([share[folder] / counts[folder] for folder in folders], dtype=np.float64)
+    return weights / weights.sum()
 
 
 def split_validation(samples: list[LabelledImage], fraction: float,
@@ -85,39 +149,49 @@ def split_validation(samples: list[LabelledImage], fraction: float,
 
 
 def training_augmenter(config: Any) -> Augmenter:
-    """The crops' augmentation of a training config (its `defocus_levels`, `defocus_prob` and
-    `background_prob`): flips, turns, shifts, jitter, empty fields and optical defocus."""
+    """The crops' augmentation of a training config (its `defocus_levels`, `defocus_prob`,
+    `background_prob` and, where it has them, `stain_prob` and `jpeg_prob`): flips, turns, shifts,
+    jitter, empty fields, stain and colour variation, optical defocus and JPEG compression."""
     return Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical", defocus_prob=config.defocus_prob,
-                     background_prob=config.background_prob)
+                     background_prob=config.background_prob, stain_prob=getattr(config, "stain_prob", 0.0),
+                     jpeg_prob=getattr(config, "jpeg_prob", 0.0))
 
 
 class AugmentedCrops:
     """Random augmented, normalised training crops (H×W×C float32) with their instance labels."""
 
     def __init__(self, samples: list[LabelledImage], in_channels: int, crop: int, normalization: dict[str, Any],
-                 augment: Augmenter, rng: np.random.Generator):
+                 augment: Augmenter, rng: np.random.Generator, scale_range: tuple[float, float] = (1.0, 1.0)):
         self.images = [to_channels(s.image, in_channels) for s in samples]
         self.labels = [s.labels for s in samples]
         self.crop = crop
         self.rng = rng
         self.normalize = Normalization.from_dict(normalization)
         self.augment = augment
+        self.log_scales = tuple(np.log(scale_range))
+        self.weights: np.ndarray | None = None  # sampling probability per image (None: uniform)
+
+    def pick(self, size: int) -> np.ndarray:
+        """`size` random image indices, drawn with `weights`."""
+        return self.rng.choice(len(self.images), size=size, p=self.weights)
 
     def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, labels = self.images[index], self.labels[index]
-        pad_h, pad_w = max(0, self.crop - image.shape[0]), max(0, self.crop - image.shape[1])
+        factor = float(np.exp(self.rng.uniform(*self.log_scales)))
+        window = max(8, round(self.crop / factor))
+        pad_h, pad_w = max(0, window - image.shape[0]), max(0, window - image.shape[1])
         if pad_h or pad_w:
             image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
-            labels = np.pad(labels, ((0, pad_h), (0, pad_w)))
-        top = self.rng.integers(0, image.shape[0] - self.crop + 1)
-        left = self.rng.integers(0, image.shape[1] - self.crop + 1)
-        window = np.s_[top:top + self.crop, left:left + self.crop]
-        return image[window], labels[window]
+            labels = np.pad(labels, ((0, pad_h), (0, pad_w)), mode="reflect")  # mirrored nuclei stay nuclei
+        top = self.rng.integers(0, image.shape[0] - window + 1)
+        left = self.rng.integers(0, image.shape[1] - window + 1)
+        box = np.s_[top:top + window, left:left + window]
+        return rescale_pair(image[box], labels[box], (self.crop, self.crop))
 
     def sample(self, index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One crop of image `index` (default: a random one): (normalised image, labels)."""
         if index is None:
-            index = int(self.rng.integers(0, len(self.images)))
+            index = int(self.pick(1)[0])
         image, labels = self.augment(*self._crop(index), self.rng)
         return self.normalize(image), labels
 
@@ -127,12 +201,14 @@ class CropSampler:
 
     def __init__(self, samples: list[LabelledImage], config: TrainConfig, rng: np.random.Generator):
         self.crops = AugmentedCrops(samples, config.in_channels, config.crop, config.normalization,
-                                    training_augmenter(config), rng)
+                                    training_augmenter(config), rng, tuple(config.scale_range))
         self.seam_weight = config.seam_weight
+        if config.data_weights:
+            self.crops.weights = sampling_weights([s.name for s in samples], config)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, targets, weights = [], [], []
-        for index in self.crops.rng.integers(0, len(self.crops.images), size):
+        for index in self.crops.pick(size):
             image, labels = self.crops.sample(index)
             target, seams = seam_target(labels)
             images.append(image.transpose(2, 0, 1))
@@ -189,12 +265,18 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
 
-    train_samples = [s for folder in config.data for s in load_labelled(folder)]
-    if config.val_data:
-        val_samples = [s for folder in config.val_data for s in load_labelled(folder)]
+    train_samples = load_at_scale(config.data, config.data_pixel_size_um, config.pixel_size_um)
+    if config.val_names:
+        held_out = set(config.val_names)
+        val_samples = [s for s in train_samples if s.name.rsplit(":", 1)[-1] in held_out]
+        train_samples = [s for s in train_samples if s.name.rsplit(":", 1)[-1] not in held_out]
+        if len(val_samples) != len(held_out):
+            raise ValueError(f"val_names: {len(held_out) - len(val_samples)} of {len(held_out)} not found in the data")
+    elif config.val_data:
+        val_samples = load_at_scale(config.val_data, config.val_pixel_size_um, config.pixel_size_um)
     else:
         train_samples, val_samples = split_validation(train_samples, config.val_fraction, config.seed)
-    data_summary = dict(train=config.data, val=config.val_data or f"{config.val_fraction:.0%} of train",
+    data_summary = dict(train=config.data, val=config.val_names or config.val_data or f"{config.val_fraction:.0%} of train",
                         n_train=len(train_samples), n_val=len(val_samples),
                         val_names=[s.name for s in val_samples])
     sampler = CropSampler(train_samples, config, rng)
@@ -204,6 +286,8 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     if config.init_from:
         network.load_state_dict(Checkpoint.load(config.init_from).state_dict)
     network.to(device)
+    if config.bf16:
+        network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -225,7 +309,11 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
         started, losses = time.time(), []
         for _ in range(config.steps_per_epoch):
             images, targets, weights = (t.to(device) for t in sampler.batch(config.batch_size))
-            logits = network(images)
+            if config.bf16:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                logits = network(images)
+            logits = logits.float()
             loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weights) \
                 + config.dice_weight * soft_dice_loss(torch.sigmoid(logits), targets)
             optimizer.zero_grad()

@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from .colour import hsv_jitter, jpeg_compress, stain_jitter
 from .defocus import defocus
 from .normalize import noise_sigma
 
@@ -108,11 +110,30 @@ def background_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (level + noise).reshape(x.shape).astype(np.float32)
 
 
+def rescale_pair(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels resampled to `size` (rows, columns): the image by area averaging when it
+    shrinks and bilinearly when it grows, the labels by nearest neighbour (ids kept)."""
+    image, labels = _check_pair(image, labels)
+    rows, cols = size
+    if (rows, cols) == labels.shape:
+        return image, labels
+    shrink = rows * cols < labels.size
+    resized = cv2.resize(np.asarray(image, dtype=np.float32), (cols, rows),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if image.ndim == 3 and resized.ndim == 2:
+        resized = resized[..., None]
+    ids = cv2.resize(labels.astype(np.float32), (cols, rows), interpolation=cv2.INTER_NEAREST)
+    return resized, np.rint(ids).astype(labels.dtype)
+
+
 @dataclass
 class Augmenter:
-    """Random flips, 90-degree turns, translation, defocus and intensity jitter, in that order.
+    """Random flips, 90-degree turns, translation, stain and colour variation, defocus, JPEG
+    compression and intensity jitter, in that order.
 
-    With probability `defocus_prob` the image is defocused at a level drawn uniformly from
+    With probability `stain_prob` an RGB image (0..255) gets `stain_jitter` and `hsv_jitter`
+    (stained brightfield tissue), and with probability `jpeg_prob` a JPEG round trip at a quality
+    drawn from 40..95. With probability `defocus_prob` the image is defocused at a level drawn uniformly from
     `defocus_levels` (px, see `transforms.defocus`; empty = never) with the `psf` kind, and then
     gets the `photons` / `read_noise` sensor noise. `translate` is the maximum shift (0 = off).
     With probability `background_prob` the pair is replaced first by an empty one
@@ -129,9 +150,11 @@ class Augmenter:
     photons: float | None = None
     read_noise: float = 0.0
     background_prob: float = 0.0
+    stain_prob: float = 0.0
+    jpeg_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("defocus_prob", "background_prob"):
+        for name in ("defocus_prob", "background_prob", "stain_prob", "jpeg_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"expected {name} in [0, 1], got {getattr(self, name)}")
         self.defocus_levels = tuple(float(v) for v in self.defocus_levels)
@@ -147,10 +170,14 @@ class Augmenter:
             image, labels = random_rot90(image, labels, rng)
         if self.translate:
             image, labels = random_translate(image, labels, rng, self.translate)
+        if self.stain_prob and rng.random() < self.stain_prob:
+            image = hsv_jitter(stain_jitter(image, rng), rng)
         if self.defocus_levels and rng.random() < self.defocus_prob:
             level = self.defocus_levels[int(rng.integers(len(self.defocus_levels)))]
             image = defocus(image, level, kind=self.psf, photons=self.photons, read_noise=self.read_noise,
                             seed=rng)
+        if self.jpeg_prob and rng.random() < self.jpeg_prob:
+            image = jpeg_compress(image, int(rng.integers(40, 96)))
         if self.jitter:
             image = intensity_jitter(image, rng)
         return image, labels

@@ -1,0 +1,72 @@
+"""Train the shipped brightfield nuclei U-Net (`he`) on real stained tissue and write its model card.
+
+    .venv/bin/python scripts/train_brightfield.py [--data ../shared/data] [--epochs 30] [--resume]
+
+Data: `he_train` (MoNuSeg H&E tiles, 40×, CC BY-NC-SA 4.0), `dsb2018/stained` and
+`dsb2018/brightfield` (CC0). The model runs at 0.5 µm/px (20×): `he_train` is resampled from
+0.25 µm/px; the DSB tiles, whose pixel size is unknown, are resampled so that their median nucleus
+has the median diameter of the resampled `he_train` nuclei. Validation: one `he_train` tile per
+organ, i.e. seven patients (every tile is a different patient) never seen in training.
+
+Writes segmenter/weights/unet-he.pt (+ .md model card, + training history) and
+benchmarks/results/he/ (validation metrics, post-processing comparison).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from segmenter.checkpoint import Checkpoint  # noqa: E402
+from segmenter.registry import SHIPPED, WEIGHTS_DIR  # noqa: E402
+from segmenter.training import TrainConfig, train  # noqa: E402
+from transforms import Normalization, PostProcess  # noqa: E402
+
+PIXEL_SIZE_UM = 0.5
+HE_PIXEL_SIZE_UM = 0.25
+# One tile per organ (seven patients) for model selection: lung, breast, colon, kidney, prostate, bladder, stomach.
+VAL_TILES = ["monuseg_TCGA-21-5784-01Z-00-DX1", "monuseg_TCGA-A7-A13E-01Z-00-DX1",
+             "monuseg_TCGA-AY-A8YK-01A-01-TS1", "monuseg_TCGA-HE-7129-01Z-00-DX1",
+             "monuseg_TCGA-G9-6336-01Z-00-DX1", "monuseg_TCGA-DK-A2I6-01A-01-TS1",
+             "monuseg_TCGA-KB-A93J-01A-01-TS1"]
+
+
+def config_for(data: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
+    folders = [data / "he_train", data / "dsb2018" / "stained", data / "dsb2018" / "brightfield"]
+    return TrainConfig(
+        data=[str(f) for f in folders], out=str(out), in_channels=3, depth=4, n_filters=16, crop=256,
+        batch_size=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, lr=2e-3,
+        data_pixel_size_um=[HE_PIXEL_SIZE_UM, None, None], data_weights=[0.6, 0.25, 0.15],
+        val_names=VAL_TILES, pixel_size_um=PIXEL_SIZE_UM, scale_range=(0.6, 2.0),
+        stain_prob=0.8, jpeg_prob=0.3, defocus_levels=[1, 2, 3, 4, 6], defocus_prob=0.3,
+        val_defocus_levels=[], background_prob=0.0,
+        normalization=Normalization(kind="percentile", low=1.0, high=99.8, min_snr=20.0).to_dict(),
+        postprocess=PostProcess(min_size=8, min_distance=3).to_dict(), tune_postprocess=False,
+        bf16=True, seed=0, device=args.device, resume=args.resume)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / SHIPPED["he"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_for(args.data, args.out, args)
+    checkpoint = train(config)
+    print(json.dumps(checkpoint.metrics, indent=1))
+    print(f"wrote {args.out} ({date.today().isoformat()}); now run scripts/he_card.py for the card")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
