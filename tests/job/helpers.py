@@ -32,7 +32,8 @@ class ThresholdSegmenter(Segmenter):
     name = "test-threshold"
 
     def __init__(self, checkpoint: Checkpoint, device: Any = None, threshold: float | None = None,
-                 batch_size: int = 8) -> None:
+                 batch_size: int | None = 8, backend: str = "torch", precision: str = "auto") -> None:
+        """`backend` and `precision` are accepted like a real model's; a threshold has no network to run."""
         super().__init__(checkpoint.class_names, "cpu")
         self.threshold = checkpoint.threshold if threshold is None else threshold
 
