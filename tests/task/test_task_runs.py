@@ -81,6 +81,31 @@ def test_missing_or_non_numeric_inputs_are_refused_naming_them(engine: CheckedCl
     assert task_failure(inputs, tmp_path / "outputs") == "cyseg task failed: input threshold: 'abc' is not a number"
 
 
+def test_an_unknown_image_or_a_wrong_value_is_refused_when_provisioned(engine: CheckedClient,
+                                                                        server: Endpoint) -> None:
+    """Refused with the spec's codes, naming the input, and nothing stored: the run cannot start."""
+    run = engine("POST", f"/tasks/{NS}/{VERSION}/runs").json()
+    inputs = f"/task-runs/{run['id']}/input-provisions"
+    error = engine("PUT", f"{inputs}/image", expect=404, json={"param_name": "image", "value": 987654}).json()
+    assert error["errorCode"] == "APPE-task-run-image-not-found"
+    assert error["message"] == "input image: image instance 987654 not found"
+    error = engine("PUT", f"{inputs}/image", expect=400, data=b"", headers={"Content-Type": "image/tiff"}).json()
+    assert error["message"] == "input image: the request body (the image) is empty"
+    error = engine("PUT", f"{inputs}/threshold", expect=400, off_spec=True, data=b"abc",
+                   headers={"Content-Type": "text/plain"}).json()
+    assert error["details"]["param_name"] == "threshold" and "as JSON" in error["message"]
+    error = engine("PUT", inputs, expect=400, json=[{"param_name": "image", "value": server.images[SLIDE_NAME]},
+                                                    {"param_name": "threshold", "value": "abc"},
+                                                    {"param_name": "tile_size", "value": 8}]).json()
+    assert [e["details"] for e in error["details"]["errors"]] == [
+        {"param_name": "threshold", "description": "'abc' is not a number"},
+        {"param_name": "tile_size", "description": "8 must be >= 64"}]
+    assert error["message"] == "input threshold: 'abc' is not a number; input tile_size: 8 must be >= 64"
+    assert engine("GET", f"/task-runs/{run['id']}/inputs").json() == []  # the batch's image was not kept either
+    engine("POST", f"/task-runs/{run['id']}/state-actions", expect=403, json={"desired": "running"})
+    assert engine("GET", f"/task-runs/{run['id']}").json()["state"] == "CREATED"
+
+
 def task_failure(inputs: Path, outputs: Path) -> str:
     """The last line of `python -m cyseg.task` on these folders, which must fail (exit code 1)."""
     done = subprocess.run([sys.executable, "-m", "cyseg.task", "--inputs", str(inputs), "--outputs", str(outputs)],

@@ -28,13 +28,13 @@ from PIL import Image as PilImage
 
 from cyseg.errors import CysegError
 from cyseg.server.bootstrap import ADMIN_USERNAME
-from cyseg.server.errors import ApiError
+from cyseg.server.errors import ApiError, NotFound
 from cyseg.server.routes.deps import get_store
 from cyseg.server.store import Store
 from cyseg.server.task_runner import TaskRunner
 from cyseg.server.task_store import DuplicateTask, Run, Task, TaskStore
 from cyseg.task.descriptor import DESCRIPTOR_PATH, load_descriptor, type_spec
-from cyseg.task.io import decode, encode
+from cyseg.task.io import check, decode, encode
 
 PREFIX = "/app-engine/v1"
 DESCRIPTOR_NAME = "descriptor.yml"
@@ -46,9 +46,11 @@ class AppEngineError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details or {}
 
+    def body(self) -> dict[str, Any]:
+        return {"errorCode": f"APPE-{self.code}", "message": self.message, "details": self.details}
+
     def response(self) -> JSONResponse:
-        return JSONResponse({"errorCode": f"APPE-{self.code}", "message": self.message, "details": self.details},
-                            status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status)
 
 
 class AppEngineRoute(APIRoute):
@@ -194,41 +196,57 @@ def create_run_by_version(namespace: str, version: str, tasks: TaskStore = Depen
     return describe_run(tasks, tasks.create_run(_task_by(tasks, namespace, version)))
 
 
-def _provision_error(name: str, message: str) -> AppEngineError:
-    return AppEngineError(400, "task-run-invalid-input", f"input {name}: {message}",
-                          {"param_name": name, "description": message})
+def _provision_error(name: str, message: str, status: int = 400,
+                     code: str = "task-run-invalid-input") -> AppEngineError:
+    return AppEngineError(status, code, f"input {name}: {message}", {"param_name": name, "description": message})
 
 
-def provision(tasks: TaskStore, images: Store, run: Run, name: str, value: Any = None,
-              data: bytes | None = None) -> dict[str, Any]:
-    """Store one input of a run (a JSON value, or an image's bytes); PROVISIONED once every required
-    input is there. An image's value may be the id of one of this server's images (linked, not copied)."""
+def _provisionable(tasks: TaskStore, run: Run) -> Task:
     if run.state not in ("CREATED", "PROVISIONED"):
         raise AppEngineError(400, "task-run-not-provisionable", f"task run {run.id} is {run.state}: its inputs "
                                                                 f"cannot change any more")
-    task = tasks.task(run.task_id)
+    return tasks.task(run.task_id)
+
+
+def _staged(task: Task, images: Store, name: str, value: Any = None,
+           data: bytes | None = None) -> Callable[[Path], None]:
+    """Check one input (a JSON value, or an image's bytes); what writes it to its file. An image's value may
+    be the id of one of this server's images (linked, not copied): 404 when there is no such image."""
     if name not in task.inputs:
         raise _provision_error(name, f"not an input of {task.namespace} (its inputs: {', '.join(task.inputs)})")
     kind = type_spec(task.inputs[name])
-    target = tasks.inputs_dir(run) / name
-    tasks.clear(target)
-    if kind["id"] == "image" and data is not None:
-        target.write_bytes(data)
-        value = len(data)
-    elif kind["id"] == "image":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _provision_error(name, "send the image as the request body (image/png, image/jpeg, image/tiff) "
-                                         "or the id of one of this server's images as the value")
-        os.symlink(images.image(value).path, target)
-    else:
+    if kind["id"] != "image":
+        if data is not None:
+            raise _provision_error(name, f'send the value as JSON: {{"param_name": "{name}", "value": ...}}')
         try:
-            encode(kind, target, value)
+            checked = check(kind, value)
         except ValueError as error:
             raise _provision_error(name, str(error))
-    done = sorted(set(run.provisioned) | {name})
+        return lambda target: encode(kind, target, checked)
+    if data is not None:
+        if not data:
+            raise _provision_error(name, "the request body (the image) is empty")
+        return lambda target: target.write_bytes(data)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _provision_error(name, "send the image as the request body (image/png, image/jpeg, image/tiff) "
+                                     "or the id of one of this server's images as the value")
+    try:
+        path = images.image(value).path
+    except NotFound as error:
+        raise _provision_error(name, error.message, 404, "task-run-image-not-found")
+    return lambda target: os.symlink(path, target)
+
+
+def _provision(tasks: TaskStore, run: Run, writers: dict[str, Callable[[Path], None]]) -> None:
+    """Write checked inputs (name -> writer) to the run's folder; PROVISIONED once every required input is there."""
+    task = tasks.task(run.task_id)
+    for name, write in writers.items():
+        target = tasks.inputs_dir(run) / name
+        tasks.clear(target)
+        write(target)
+    done = sorted(set(run.provisioned) | set(writers))
     required = {n for n, spec in task.inputs.items() if not spec.get("optional", False)}
     tasks.update(run, provisioned=done, state="PROVISIONED" if required <= set(done) else "CREATED")
-    return {"param_name": name, "value": value, "task_run_id": run.id}
 
 
 def _body_value(body: Any, name: str) -> Any:
@@ -243,28 +261,45 @@ def _body_value(body: Any, name: str) -> Any:
 async def provision_one(run_id: str, param_name: str, request: Request, tasks: TaskStore = Depends(get_tasks),
                         images: Store = Depends(get_store)) -> dict[str, Any]:
     run = _run(tasks, run_id)
+    task = _provisionable(tasks, run)
     raw = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             value = _body_value(json.loads(raw), param_name)
         except json.JSONDecodeError as error:
             raise _provision_error(param_name, f"the body is not JSON: {error}")
-        return provision(tasks, images, run, param_name, value)
-    return provision(tasks, images, run, param_name, data=raw)
+        _provision(tasks, run, {param_name: _staged(task, images, param_name, value)})
+    else:
+        _provision(tasks, run, {param_name: _staged(task, images, param_name, data=raw)})
+        value = len(raw)
+    return {"param_name": param_name, "value": value, "task_run_id": run.id}
 
 
 @router.put("/task-runs/{run_id}/input-provisions")
 async def provision_batch(run_id: str, request: Request, tasks: TaskStore = Depends(get_tasks),
                           images: Store = Depends(get_store)) -> list[dict[str, Any]]:
+    """Every input of the batch, or none: one that is wrong refuses the batch (each error in `details.errors`)."""
     run = _run(tasks, run_id)
+    task = _provisionable(tasks, run)
     try:
         body = json.loads(await request.body())
     except json.JSONDecodeError as error:
         raise AppEngineError(400, "task-run-invalid-input", f"the body is not JSON: {error}")
     if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
         raise AppEngineError(400, "task-run-invalid-input", "send a JSON array of {param_name, value}")
-    return [provision(tasks, images, run, str(item.get("param_name")), _body_value(item, str(item.get("param_name"))))
-            for item in body]
+    writers, values, errors = {}, {}, []
+    for item in body:
+        name = str(item.get("param_name"))
+        try:
+            values[name] = _body_value(item, name)
+            writers[name] = _staged(task, images, name, values[name])
+        except AppEngineError as error:
+            errors.append(error)
+    if errors:
+        raise AppEngineError(max(e.status for e in errors), "task-run-invalid-inputs",
+                             "; ".join(e.message for e in errors), {"errors": [e.body() for e in errors]})
+    _provision(tasks, run, writers)
+    return [{"param_name": name, "value": value, "task_run_id": run.id} for name, value in values.items()]
 
 
 @router.get("/task-runs/{run_id}")
