@@ -24,22 +24,24 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import time
 from argparse import ArgumentParser, Namespace
 from typing import Any, Callable
 
+import requests
 from cytomine import Cytomine, CytomineJob
 from cytomine.cytomine import _cytomine_parameter_name_synonyms
-from cytomine.models import Job, JobCollection, JobParameter, Project, Software, SoftwareParameterCollection, User
+from cytomine.models import (CurrentUser, Job, JobCollection, JobParameter, Project, Software,
+                             SoftwareParameterCollection, User)
 
 from cyseg.errors import CysegError
-from cyseg.job.connection import ServerError, call, harden
+from cyseg.job.connection import ServerError, call, describe, harden
 
 log = logging.getLogger(__name__)
 
 STATUS_LENGTH = 255  # Cytomine's limit on a status comment
-CREATE_ATTEMPTS = 3  # POSTs that create the job and its parameters, each checked before a retry
-CREATE_BACKOFF_S = 0.5
+CREATE_ATTEMPTS = 8  # POSTs that create the job and its parameters, each checked before a retry
+CREATE_BACKOFF_S = 0.1  # doubled after each failure, capped (connection.MAX_BACKOFF_S)
+CONNECT_WAIT_S = 30.0  # how long the server may take to answer its first ping (the client waits 120 s)
 
 
 class _Parser(ArgumentParser):
@@ -76,18 +78,26 @@ class CysegJob(CytomineJob):
         self._job = None
         self._project = self._software = self._parameters = None
         self._job_done = False
-        Cytomine.__init__(self, host, public_key, private_key, **options)
-        if not self.current_user:
-            raise ServerError(f"Cytomine server {host}: GET user/current.json failed: it refused the keys or "
-                              "did not answer (see the client log above)")
+        try:
+            Cytomine.__init__(self, host, public_key, private_key, **options)
+        except requests.RequestException as error:
+            raise ServerError(f"Cytomine server {host}: connecting (GET /server/ping, user/current.json) failed: "
+                              f"{describe(error)}") from error
+        self._check_user("these keys")
         if self.current_user.algo:  # launched by the server: the job exists already
             self._job = call(f"GET job/{self.current_user.job}.json (the job of user {self.current_user.id})",
                              lambda: Job().fetch(self.current_user.job))
 
+    def _check_user(self, keys: str) -> None:
+        """The user of the keys in use, fetched again if the client could not (the answer names the cause)."""
+        if not self.current_user:
+            self._current_user = call(f"GET user/current.json (the user of {keys})", lambda: CurrentUser().fetch())
+
     def wait_to_accept_connection(self, *args: Any, **kwargs: Any) -> bool:
-        """The client's first use of its new session (a ping): give the session timeouts and retries first."""
+        """The client's first use of its new session (a ping): give the session timeouts and retries first,
+        and wait `CONNECT_WAIT_S` at most."""
         harden(self)
-        return super().wait_to_accept_connection(*args, **kwargs)
+        return super().wait_to_accept_connection(CONNECT_WAIT_S)
 
     @classmethod
     def from_command_line(cls, argv: list[str], **options: Any) -> "CysegJob":
@@ -112,16 +122,15 @@ class CysegJob(CytomineJob):
         if not launched_by_server:
             self._job = self._create_job()
             user = call(f"GET user/{self._job.userJob}.json (the job's user)", lambda: User().fetch(self._job.userJob))
-            self.set_credentials(user.publicKey, user.privateKey)
-            if not self.current_user:
-                raise ServerError(f"Cytomine server {self._base_url(False)}: GET user/current.json failed "
-                                  f"with the keys of job {self._job.id}")
+            self._public_key, self._private_key = user.publicKey, user.privateKey
+            self._current_user = None
+            self._check_user(f"the keys of job {self._job.id}")
         self._update(Job.RUNNING, "starting", 0)
         if not launched_by_server:
             self._save_parameters(list(registered))
 
     def _create_job(self) -> Job:
-        """POST job.json; after a failed attempt, a job that appeared meanwhile (the answer was lost) is taken."""
+        """POST job.json; before a retry, a job that appeared meanwhile (the answer was lost) is taken instead."""
         project, software = self._project.id, self._software.id
 
         def listed() -> dict[int, Any]:
@@ -130,34 +139,35 @@ class CysegJob(CytomineJob):
             return {j.id: j for j in jobs if j.software == software}
 
         before = listed()
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                return call("POST job.json (creating the job)", lambda: Job(project, software).save())
-            except ServerError:
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-            time.sleep(CREATE_BACKOFF_S * attempt)
-            new = [j for i, j in listed().items() if i not in before and j.status == Job.NOT_LAUNCH]
-            if len(new) == 1:
-                return call(f"GET job/{new[0].id}.json", lambda: Job().fetch(new[0].id))
+        adopted: list[int] = []
+
+        def create() -> Job | bool:
+            if adopted:
+                return call(f"GET job/{adopted[0]}.json", lambda: Job().fetch(adopted[0]))
+            return Job(project, software).save()
+
+        def look_for_it() -> None:
+            new = [i for i, j in listed().items() if i not in before and j.status == Job.NOT_LAUNCH]
+            adopted[:] = new[:1] if len(new) == 1 else []
+
+        return call("POST job.json (creating the job)", create, attempts=CREATE_ATTEMPTS, backoff_s=CREATE_BACKOFF_S,
+                    before_retry=look_for_it)
 
     def _save_parameters(self, registered: list[Any]) -> None:
-        """POST one jobparameter.json per parameter; after a failure, those the server stored are not resent."""
+        """POST one jobparameter.json per parameter; before a retry, one the server did store is not resent."""
         values = vars(self._parameters)
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            stored = {p["softwareParameter"] for p in call(f"GET job/{self._job.id}.json (its parameters)",
-                                                             lambda: Job().fetch(self._job.id)).jobParameters or []}
-            try:
-                for parameter in registered:
-                    if parameter.id not in stored:
-                        value = values.get(parameter.name, parameter.defaultParamValue)
-                        call(f"POST jobparameter.json ({parameter.name})",
-                             lambda: JobParameter(self._job.id, parameter.id, value).save())
-                return
-            except ServerError:
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-                time.sleep(CREATE_BACKOFF_S * attempt)
+        stored: set[int] = set()
+
+        def read_stored() -> None:
+            job = call(f"GET job/{self._job.id}.json (its parameters)", lambda: Job().fetch(self._job.id))
+            stored.update(p["softwareParameter"] for p in job.jobParameters or [])
+
+        read_stored()
+        for parameter in registered:
+            value = values.get(parameter.name, parameter.defaultParamValue)
+            call(f"POST jobparameter.json ({parameter.name})",
+                 lambda: parameter.id in stored or JobParameter(self._job.id, parameter.id, value).save(),
+                 attempts=CREATE_ATTEMPTS, backoff_s=CREATE_BACKOFF_S, before_retry=read_stored)
 
     def _update(self, status: int, comment: str, progress: int | None = None) -> None:
         changes = {"status": status, "statusComment": comment[:STATUS_LENGTH]}

@@ -191,7 +191,8 @@ class JobRun:
                 return
         uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.result_key,
                                  self.config.cytomine_id_result_term, class_terms=self.terms,
-                                 class_names=self.model.class_names)
+                                 class_names=self.model.class_names,
+                                 on_progress=lambda done, total: self.progress.uploading(index, name, done, total))
         focus_uploader = None
         if self.blurry_term is not None:
             focus_uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.focus_key,

@@ -1,65 +1,84 @@
-"""Uploading objects as annotations: in chunks, with retries, and never twice.
+"""Uploading objects as annotations with their score and class: in bulk, concurrently, and never twice.
 
 Idempotence. A run is identified by its *result key* (model file digest + every parameter that
 decides which objects are found, see `JobConfig.result_key`). Each image keeps, as a property
-`cyseg.run.<result key>`, the ids of the job users that uploaded objects for that key. Before
-uploading to an image, the uploader reads that property, lists those users' annotations in the
-image, and skips every new object whose centroid lies within `DUPLICATE_DISTANCE` pixels of one
-of theirs. So running the same job again (a new job user, same key), resuming it (same user),
-or a retried chunk whose first answer was lost never adds an object twice, while a run with other
-settings adds its own objects. Centroids are compared rather than outlines because a server may
-store an outline slightly differently (validation, simplification) than it was sent.
+`cyseg.run.<result key>` (the *run record*), the ids of the job users that uploaded objects for that
+key. Before uploading to an image, the uploader reads the run record, lists those users'
+annotations in the image, and skips every new object whose centroid lies within
+`DUPLICATE_DISTANCE` pixels of one of theirs. So running the same job again (a new job user, same
+key), resuming it (same user), or a retried request whose first answer was lost never adds an
+object twice, while a run with other settings adds its own objects. Centroids are compared rather
+than outlines because a server may store an outline slightly differently than it was sent.
 
-Terms and properties. An object's annotation gets the term of its class (`class_terms`, resolved
-once per job from the project's ontology), else the job's result term; and, when
-`SCORE_PROPERTIES` is on, its score and class name as the properties `cyseg.score` and
-`cyseg.class`. The 2.4.1 client (and Cytomine) create annotations without properties and a
-property request names one annotation, so this costs one request per object (both properties in
-one array), sent by the uploader, which runs in the job's background upload thread: after an
-upload's annotations are stored, the uploader lists this user's annotations in the image once to
-learn their ids (matched by centroid), then sends each one's properties. Only the objects an upload
-stores get properties: a run stopped between the two steps and resumed leaves those without them,
-and a property request retried after a lost answer may store them twice.
+Requests, and what is checked before a retry (a POST whose answer was lost may have been stored):
+
+1. the run record: read, then created (POST) or extended (PUT) once; before a retry it is read
+   again, and nothing is sent when it already names this user;
+2. annotations: `POST annotation.json` with an array of `CHUNK_SIZE` annotations (Cytomine core
+   stores an array in one request), `WORKERS` chunks at a time; before a retry, this user's
+   annotations in the image are listed and the chunk keeps only the objects not among them;
+3. properties (`cyseg.score`, `cyseg.class`, when `SCORE_PROPERTIES` is on): the ids of the
+   annotations come from one listing of the image's annotations of the users above, matched by
+   centroid; which of them already have each key comes from Cytomine's
+   `user/{user}/imageinstance/{image}/annotationposition.json?key=` (one request per user and key);
+   the missing ones are sent `PROPERTY_CHUNK` annotations per request as one array on
+   `domain/{class}/{id}/property.json`, each property naming its own annotation (Cytomine core's
+   bulk form), `WORKERS` requests at a time; before a retry, which ones are present is read again.
+   Properties are completed for every object of the run, the ones an earlier (interrupted) run
+   stored included, so a rerun completes what a killed run left without them.
+
+Retries are bounded (`ATTEMPTS` per request, back-off capped, see `connection.call`) and run
+concurrently with the other requests, so faults cost a few back-offs, not one per object.
+`on_progress(done, total)` is told, in objects, after each request.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
-import time
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
-import requests
 import shapely
+from cytomine import Cytomine
 from cytomine.models import Annotation, AnnotationCollection, ImageInstance, Property, PropertyCollection
 from scipy.spatial import cKDTree
 
-from cyseg.job.connection import ServerError, call, describe, host
+from cyseg.job.connection import ServerError, call, host
 from cyseg.job.objects import DetectedObject
 
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 100
-ATTEMPTS = 4
-BACKOFF_S = 1.0
+CHUNK_SIZE = 500  # annotations per request
+PROPERTY_CHUNK = 1000  # annotations whose properties go in one request (two properties each)
+WORKERS = 4  # requests in flight at once
+ATTEMPTS = 8
+BACKOFF_S = 0.1  # after the first failure; doubled after each, capped (connection.MAX_BACKOFF_S)
 DUPLICATE_DISTANCE = 2.0  # full-resolution pixels between centroids
 WKT_DECIMALS = 2
 LISTING_PAGE = 5000  # annotations per request when listing what earlier runs uploaded
 MANIFEST_PREFIX = "cyseg.run."
-SCORE_PROPERTIES = True  # attach cyseg.score and cyseg.class to every annotation (one request per object)
+SCORE_PROPERTIES = True  # attach cyseg.score and cyseg.class to every annotation
 SCORE_KEY, CLASS_KEY = "cyseg.score", "cyseg.class"
 SCORE_DECIMALS = 4
 
 UPLOADED, DUPLICATE, NOT_UPLOADED = "uploaded", "duplicate", "not uploaded"
 
+Progress = Callable[[int, int], None]
+T = TypeVar("T")
+
 
 class CentroidIndex:
-    """Points on a grid of `distance`-sized cells, to ask quickly whether one lies near a position."""
+    """Points on a grid of `distance`-sized cells, to ask quickly whether one lies near a position
+    (safe to use from several threads)."""
 
     def __init__(self, distance: float = DUPLICATE_DISTANCE) -> None:
         self.distance = distance
         self.cells: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return sum(len(points) for points in self.cells.values())
@@ -68,12 +87,14 @@ class CentroidIndex:
         return math.floor(x / self.distance), math.floor(y / self.distance)
 
     def add(self, x: float, y: float) -> None:
-        self.cells.setdefault(self._cell(x, y), []).append((x, y))
+        with self.lock:
+            self.cells.setdefault(self._cell(x, y), []).append((x, y))
 
     def near(self, x: float, y: float) -> bool:
         cx, cy = self._cell(x, y)
-        return any(math.hypot(x - px, y - py) <= self.distance
-                   for i in (-1, 0, 1) for j in (-1, 0, 1) for px, py in self.cells.get((cx + i, cy + j), ()))
+        with self.lock:
+            return any(math.hypot(x - px, y - py) <= self.distance
+                       for i in (-1, 0, 1) for j in (-1, 0, 1) for px, py in self.cells.get((cx + i, cy + j), ()))
 
 
 @dataclass
@@ -94,12 +115,22 @@ class UploadError(ServerError):
         self.report = report
 
 
-def annotation_centroids(image_id: int, user_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
-    """Id -> centroid (Cytomine coordinates) of the annotations these users made in an image, read page by page."""
+@dataclass(frozen=True)
+class StoredAnnotation:
+    """An annotation as listed: its centroid (Cytomine coordinates), its user and its class name."""
+
+    x: float
+    y: float
+    user: int
+    class_name: str
+
+
+def stored_annotations(image_id: int, user_ids: Iterable[int]) -> dict[int, StoredAnnotation]:
+    """Id -> the annotations these users made in an image, read page by page."""
     users = sorted(set(user_ids))
-    centroids: dict[int, tuple[float, float]] = {}
+    found: dict[int, StoredAnnotation] = {}
     while users:
-        offset = len(centroids)
+        offset = len(found)
         page = call(f"listing the annotations of image {image_id}",
                     lambda: AnnotationCollection(image=image_id, users=users, includeAlgo=True, showWKT=True,
                                                  showMeta=True, showGIS=False, showTerm=False, max=LISTING_PAGE,
@@ -107,18 +138,31 @@ def annotation_centroids(image_id: int, user_ids: Iterable[int]) -> dict[int, tu
                     attempts=ATTEMPTS, backoff_s=BACKOFF_S)
         for annotation in page:
             point = shapely.from_wkt(annotation.location).centroid
-            centroids[annotation.id] = (point.x, point.y)
+            found[annotation.id] = StoredAnnotation(point.x, point.y, annotation.user, annotation.class_)
         if len(page) < LISTING_PAGE:
             break
-    return centroids
+    return found
+
+
+def keyed_annotations(image_id: int, user_ids: Iterable[int], key: str) -> set[int]:
+    """The ids of these users' annotations in the image that have the property `key`."""
+    found: set[int] = set()
+    for user in sorted(set(user_ids)):
+        answer = call(f"reading which annotations of user {user} in image {image_id} have {key}",
+                      lambda: Cytomine.get_instance().get(
+                          f"user/{user}/imageinstance/{image_id}/annotationposition.json", {"key": key}),
+                      attempts=ATTEMPTS, backoff_s=BACKOFF_S)
+        found.update(int(item["idAnnotation"]) for item in answer["collection"])
+    return found
 
 
 class ImageUploader:
-    """Uploads the objects of one image for one run (see the module's notes on idempotence)."""
+    """Uploads the objects of one image for one run (see the module's notes)."""
 
     def __init__(self, image: ImageInstance, project_id: int, user_id: int, result_key: str,
                  term_id: int | None, chunk_size: int | None = None, *,
-                 class_terms: Mapping[int, int] | None = None, class_names: Sequence[str] = ()) -> None:
+                 class_terms: Mapping[int, int] | None = None, class_names: Sequence[str] = (),
+                 on_progress: Progress | None = None) -> None:
         """`class_terms`: class label -> term; objects of other classes get `term_id` (may be None).
         `class_names`: the model's classes, indexed by label (for the `cyseg.class` property)."""
         self.image = image
@@ -129,41 +173,81 @@ class ImageUploader:
         self.class_names = list(class_names)
         self.chunk_size = chunk_size or CHUNK_SIZE
         self.manifest_key = MANIFEST_PREFIX + result_key
+        self.on_progress = on_progress
         self.index = CentroidIndex()
+        self.users: set[int] = {user_id}
+        self.stored: dict[int, StoredAnnotation] = {}
         self.prepared = False
 
-    def _manifest(self) -> tuple[Property | None, set[int]]:
+    # --- the run record ---------------------------------------------------------------------------
+    def _run_record(self) -> tuple[Property | None, set[int]]:
+        """The image's run record for this key and the users it names (several records: all their users)."""
         properties = call(f"reading the properties of image {self.image.id}",
                           lambda: PropertyCollection(self.image).fetch(), attempts=ATTEMPTS, backoff_s=BACKOFF_S)
-        for prop in properties:
-            if prop.key == self.manifest_key:
-                return prop, {int(u) for u in str(prop.value or "").split(",") if u.strip()}
-        return None, set()
+        records = [p for p in properties if p.key == self.manifest_key]
+        users = {int(u) for p in records for u in str(p.value or "").split(",") if u.strip()}
+        return (records[0] if records else None), users
+
+    def _record_run(self) -> set[int]:
+        """Name this user in the run record (once, whatever answers are lost); the users it names."""
+        record, users = self._run_record()
+
+        def save() -> bool:
+            if self.user_id in users:
+                return True
+            value = ",".join(str(u) for u in sorted(users | {self.user_id}))
+            if record is None:
+                return Property(self.image, key=self.manifest_key, value=value).save()
+            return record.update(value=value)
+
+        def read_again() -> None:
+            nonlocal record, users
+            record, users = self._run_record()
+
+        call(f"recording this run in the properties of image {self.image.id}", save, attempts=ATTEMPTS,
+             backoff_s=BACKOFF_S, before_retry=read_again)
+        return users | {self.user_id}
 
     def prepare(self) -> None:
         """Index the objects earlier runs with the same key uploaded, and record this user as an
         uploader for the key (before anything is sent, so an interrupted upload is found again)."""
-        prop, users = self._manifest()
-        for x, y in annotation_centroids(self.image.id, users | {self.user_id}).values():
-            self.index.add(x, y)
-        if self.user_id not in users:
-            value = ",".join(str(u) for u in sorted(users | {self.user_id}))
-            action = f"recording this run in the properties of image {self.image.id}"
-            if prop is None:
-                call(action, lambda: Property(self.image, key=self.manifest_key, value=value).save(),
-                     attempts=ATTEMPTS, backoff_s=BACKOFF_S)
-            else:
-                call(action, lambda: prop.update(value=value), attempts=ATTEMPTS, backoff_s=BACKOFF_S)
+        self.users = self._record_run()
+        self.stored = stored_annotations(self.image.id, self.users)
+        for annotation in self.stored.values():
+            self.index.add(annotation.x, annotation.y)
         log.info("image %s: %d objects already uploaded by earlier runs with the same settings",
                  self.image.id, len(self.index))
         self.prepared = True
 
+    # --- annotations ------------------------------------------------------------------------------
     def _annotation(self, obj: DetectedObject) -> Annotation:
         location = shapely.to_wkt(obj.polygon, rounding_precision=WKT_DECIMALS, trim=True)
         term = self.class_terms.get(obj.label, self.term_id)
         return Annotation(location=location, id_image=self.image.id, id_project=self.project_id,
                           id_terms=[term] if term is not None else None)
 
+    def _send(self, chunk: list[DetectedObject]) -> None:
+        """Send one chunk; before a retry, drop the objects the server did store (a lost answer)."""
+        pending = list(chunk)
+
+        def send() -> bool:
+            if not pending:
+                return True
+            collection = AnnotationCollection()
+            collection.extend(self._annotation(obj) for obj in pending)
+            return collection.save(chunk=None)
+
+        def forget_stored() -> None:
+            for annotation in stored_annotations(self.image.id, [self.user_id]).values():
+                self.index.add(annotation.x, annotation.y)
+            pending[:] = [obj for obj in pending if not self.index.near(*obj.centroid)]
+
+        call(f"uploading {len(chunk)} annotations to image {self.image.id}", send, attempts=ATTEMPTS,
+             backoff_s=BACKOFF_S, before_retry=forget_stored)
+        for obj in chunk:
+            self.index.add(*obj.centroid)
+
+    # --- properties -------------------------------------------------------------------------------
     def _properties(self, obj: DetectedObject) -> dict[str, str]:
         """The properties of an object's annotation: its score and class name, when known."""
         properties = {}
@@ -173,77 +257,123 @@ class ImageUploader:
             properties[CLASS_KEY] = self.class_names[obj.label]
         return properties
 
-    def _attach_properties(self, objects: list[DetectedObject]) -> None:
-        """Send the properties of these just-uploaded objects, one request per annotation (their ids
-        come from one listing of this user's annotations in the image, matched by centroid)."""
-        wanted = [(obj, properties) for obj in objects if (properties := self._properties(obj))]
-        if not wanted:
-            return
-        stored = annotation_centroids(self.image.id, [self.user_id])
-        ids = list(stored)
-        distances, nearest = cKDTree(np.array(list(stored.values())).reshape(-1, 2)).query(
-            np.array([obj.centroid for obj, _ in wanted]))
-        for (obj, properties), distance, index in zip(wanted, distances.tolist(), nearest.tolist()):
+    def _annotation_ids(self, objects: list[DetectedObject]) -> list[int]:
+        """The id of each object's annotation (this user's, or an earlier run's), matched by centroid."""
+        self.stored.update(stored_annotations(self.image.id, [self.user_id]))
+        ids = list(self.stored)
+        centroids = np.array([(a.x, a.y) for a in self.stored.values()]).reshape(-1, 2)
+        distances, nearest = cKDTree(centroids).query(np.array([obj.centroid for obj in objects]).reshape(-1, 2))
+        for obj, distance in zip(objects, np.atleast_1d(distances).tolist()):
             if distance > DUPLICATE_DISTANCE:
                 raise ServerError(f"Cytomine server {host()}: the annotation uploaded at {obj.centroid} is missing "
                                   f"from image {self.image.id}")
-            annotation = Annotation()
-            annotation.id = ids[index]
-            collection = PropertyCollection(annotation)
-            collection.extend(Property(annotation, key=key, value=value) for key, value in properties.items())
-            call(f"adding properties to annotation {annotation.id}", lambda: collection.save(chunk=None),
-                 attempts=ATTEMPTS, backoff_s=BACKOFF_S)
+        return [ids[i] for i in np.atleast_1d(nearest).tolist()]
 
-    def _send(self, chunk: list[DetectedObject]) -> None:
-        """Send one chunk; between failed attempts, forget what the server did store (a lost answer)."""
-        reason = ""
-        for attempt in range(1, ATTEMPTS + 1):
-            if attempt > 1:
-                for x, y in annotation_centroids(self.image.id, [self.user_id]).values():
-                    self.index.add(x, y)
-                chunk = [obj for obj in chunk if not self.index.near(*obj.centroid)]
-                if not chunk:
-                    return
-            try:
-                collection = AnnotationCollection()
-                collection.extend(self._annotation(obj) for obj in chunk)
-                if collection.save(chunk=None):
-                    return
-                reason = "it refused the annotations (see the client log above for the HTTP status)"
-            except requests.RequestException as error:
-                reason = describe(error)
-            if attempt < ATTEMPTS:
-                log.warning("uploading %d annotations to image %s failed (attempt %d/%d): %s; retrying",
-                            len(chunk), self.image.id, attempt, ATTEMPTS, reason)
-                time.sleep(BACKOFF_S * 2 ** (attempt - 1))
-        raise ServerError(f"Cytomine server {host()}: uploading annotations to image {self.image.id} failed "
-                          f"after {ATTEMPTS} attempts: {reason}")
+    def _missing(self, wanted: dict[int, dict[str, str]]) -> dict[int, dict[str, str]]:
+        """`wanted` (annotation id -> properties) less the properties the server already has."""
+        keys = {key for properties in wanted.values() for key in properties}
+        users = {self.stored[i].user for i in wanted}
+        present = {key: keyed_annotations(self.image.id, users, key) for key in sorted(keys)}
+        missing = {i: {k: v for k, v in properties.items() if i not in present[k]} for i, properties in wanted.items()}
+        return {i: properties for i, properties in missing.items() if properties}
 
+    def _send_properties(self, chunk: dict[int, dict[str, str]]) -> None:
+        """One request for the properties of these annotations; before a retry, drop those stored."""
+        pending = dict(chunk)
+
+        def send() -> bool:
+            if not pending:
+                return True
+            first = next(iter(pending))
+            items = [{"domainClassName": self.stored[i].class_name, "domainIdent": i, "key": key, "value": value}
+                     for i, properties in pending.items() for key, value in properties.items()]
+            return Cytomine.get_instance().post(
+                f"domain/{self.stored[first].class_name}/{first}/property.json", json.dumps(items))
+
+        def forget_stored() -> None:
+            remaining = self._missing(pending)
+            pending.clear()
+            pending.update(remaining)
+
+        call(f"adding the properties of {len(chunk)} annotations in image {self.image.id}", send,
+             attempts=ATTEMPTS, backoff_s=BACKOFF_S, before_retry=forget_stored)
+
+    # --- one upload -------------------------------------------------------------------------------
     def upload(self, objects: list[DetectedObject]) -> UploadReport:
-        """Upload the objects not uploaded yet; UploadError (with the statuses so far) if the server fails."""
+        """Upload the objects not uploaded yet and complete the properties of all of them; UploadError
+        (with the statuses so far) if the server fails."""
         if not self.prepared:
             self.prepare()
         report = UploadReport([NOT_UPLOADED] * len(objects))
-        fresh: list[int] = []
+        fresh = []
         for position, obj in enumerate(objects):
             if self.index.near(*obj.centroid):
                 report.statuses[position] = DUPLICATE
             else:
                 fresh.append(position)
-        for start in range(0, len(fresh), self.chunk_size):
-            positions = fresh[start:start + self.chunk_size]
-            try:
-                self._send([objects[p] for p in positions])
-            except ServerError as error:
-                raise UploadError(str(error), report) from error
+        wanted = [(obj, properties) for obj in objects if SCORE_PROPERTIES and (properties := self._properties(obj))]
+        progress = _Progress(len(fresh) + len(wanted), self.on_progress)
+
+        def send(positions: list[int]) -> None:
+            self._send([objects[p] for p in positions])
             for p in positions:
                 report.statuses[p] = UPLOADED
-                self.index.add(*objects[p].centroid)
-        if SCORE_PROPERTIES and fresh:
-            try:
-                self._attach_properties([objects[p] for p in fresh])
-            except ServerError as error:
-                raise UploadError(str(error), report) from error
+            progress.add(len(positions))
+
+        def send_properties(chunk: dict[int, dict[str, str]]) -> None:
+            self._send_properties(chunk)
+            progress.add(len(chunk))
+
+        try:
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix="cyseg-send") as pool:
+                _each(pool, send, _chunks(fresh, self.chunk_size))
+                if wanted:
+                    ids = self._annotation_ids([obj for obj, _ in wanted])
+                    missing = list(self._missing({i: p for i, (_, p) in zip(ids, wanted)}).items())
+                    progress.add(len(wanted) - len(missing))
+                    _each(pool, send_properties, map(dict, _chunks(missing, PROPERTY_CHUNK)))
+        except ServerError as error:
+            raise UploadError(str(error), report) from error
         log.info("image %s: %d objects uploaded, %d already there", self.image.id, report.count(UPLOADED),
                  report.count(DUPLICATE))
         return report
+
+
+class _Progress:
+    """Counts the objects done (uploaded, or their properties completed) and tells `on_progress`."""
+
+    def __init__(self, total: int, on_progress: Progress | None) -> None:
+        self.total, self.done, self.on_progress = total, 0, on_progress
+        self.lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            self.done += count
+            done = self.done
+        if self.on_progress is not None and count:
+            self.on_progress(done, self.total)
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _each(pool: ThreadPoolExecutor, function: Callable[[T], None], items: Iterable[T]) -> None:
+    """`function(item)` for every item, on the pool's threads; after a failure, the items not started yet
+    are skipped, and the failure is raised once those in flight have ended (so none is left half-done)."""
+    failed = threading.Event()
+
+    def guarded(item: T) -> None:
+        if failed.is_set():
+            return
+        try:
+            function(item)
+        except BaseException:
+            failed.set()
+            raise
+
+    futures = [pool.submit(guarded, item) for item in items]
+    wait(futures)
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()

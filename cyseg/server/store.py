@@ -481,11 +481,13 @@ class Store:
                             annotation_id)
         return ALGO_ANNOTATION_CLASS if algo else USER_ANNOTATION_CLASS
 
-    def add_properties(self, domain_class: str, ident: int, items: Sequence[tuple[str, str | None]]) -> list[Property]:
+    def add_properties(self, items: Sequence[tuple[str, int, str, str | None]]) -> list[Property]:
+        """Store (domain class, domain id, key, value) properties, of one object or many, all or none."""
         created = now_ms()
         with self._transaction() as db:
             ids = self._new_ids(db, len(items))
-            rows = [Property(pid, domain_class, ident, key, value, created) for pid, (key, value) in zip(ids, items)]
+            rows = [Property(pid, domain_class, ident, key, value, created)
+                    for pid, (domain_class, ident, key, value) in zip(ids, items)]
             db.executemany("INSERT INTO properties VALUES (?, ?, ?, ?, ?, ?)",
                            [(p.id, p.domain_class, p.domain_ident, p.key, p.value, p.created) for p in rows])
             return rows
@@ -495,6 +497,14 @@ class Store:
         if key is not None:
             sql, args = sql + " AND key = ?", (ident, key)
         return [Property(*row) for row in self._connection().execute(sql + " ORDER BY id", args)]
+
+    def annotation_positions(self, user: int, image: int, key: str) -> list[tuple[int, float, float, str | None]]:
+        """(annotation id, centroid x, centroid y, value) of the user's annotations in the image that have the
+        property `key`."""
+        return self._connection().execute(
+            "SELECT a.id, a.centroid_x, a.centroid_y, p.value FROM annotations a JOIN properties p "
+            "ON p.domain_ident = a.id AND p.key = ? WHERE a.image = ? AND a.user = ? ORDER BY a.id, p.id",
+            (key, image, user)).fetchall()
 
     def property(self, ident: int, property_id: int) -> Property:
         return Property(*self._one("SELECT * FROM properties WHERE id = ? AND domain_ident = ?",

@@ -147,7 +147,7 @@ def test_upload_failing_part_way_keeps_results_and_resumes_without_duplicates(
     monkeypatch.setattr(AnnotationCollection, "save", flaky_save)
     failed = run_job()
     assert failed.exit_code == 1 and failed.job.status == FAILED
-    assert "uploading annotations to image" in failed.job.statusComment
+    assert "uploading 10 annotations to image" in failed.job.statusComment
     assert "connection failed" in failed.job.statusComment
     assert len(failed.annotations()) == 30
     assert GEOJSON_NAME in failed.attached() and SUMMARY_NAME in failed.attached()

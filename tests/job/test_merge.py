@@ -3,16 +3,18 @@ slides whose instances are known exactly, the job end to end (terms and score pr
 shipped U-Net on the synthetic slide."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
 import pytest
-import requests
 import shapely
 import sldc
-from cytomine.models import PropertyCollection
+from cytomine.models import AnnotationCollection, JobCollection, PropertyCollection
 from shapely.geometry import Point, Polygon, box
 
 import segmenter
@@ -29,11 +31,12 @@ from cyseg.job.timing import StageTimes
 from cyseg.job.tissue import detect_tissue, everywhere
 from cyseg.job.workflow import Workflow
 from cyseg.polygons import label_polygons
-from cyseg.server.runner import Endpoint
+from cyseg.server.fault_proxy import ERROR, FaultProxy
+from cyseg.server.runner import Endpoint, LocalServer
 from cyseg.synthetic import render
 from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint
-from .helpers import SLIDE_SIZE, ArraySource, RunJob, ThresholdSegmenter, threshold_segmenter
+from .helpers import SLIDE_SIZE, ArraySource, RunJob, ThresholdSegmenter, connect, job_argv, threshold_segmenter
 
 TILE = 128
 
@@ -315,28 +318,35 @@ def test_class_named_like_a_term_gets_it_and_scores_are_properties(run_job: RunJ
 
 
 def test_failing_property_request_fails_the_job_and_stops_the_others(
-        run_job: RunJob, slide: DemoSlide, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A property request that keeps failing ends the job FAILED, naming it, with every annotation
-    stored once and no further property requests sent."""
+        live_server: LocalServer, run_module: ModuleType, threshold_model: Path, slide: DemoSlide,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A property request that keeps failing (a gateway answering 503 to the third one and its retries)
+    ends the job FAILED, naming it, with every annotation stored once and no further property request sent."""
     monkeypatch.setattr(upload, "BACKOFF_S", 0.0)
-    real_save = PropertyCollection.save
-    sent: list[int] = []
-    doomed: list[int] = []  # the third annotation's requests always fail
+    monkeypatch.setattr(upload, "PROPERTY_CHUNK", 10)
+    monkeypatch.setattr(upload, "WORKERS", 1)
+    requests_sent: list[str] = []  # property POSTs, by URL (a chunk's URL names its first annotation)
 
-    def failing_save(self, *args, **kwargs):
-        sent.append(self._domainIdent)
-        if len(sent) == 3:
-            doomed.append(self._domainIdent)
-        if self._domainIdent in doomed:
-            raise requests.ConnectionError("connection reset by peer")
-        return real_save(self, *args, **kwargs)
+    def doomed(method: str, path: str) -> bool:
+        if method != "POST" or not path.endswith("/property.json") or "Annotation/" not in path:
+            return False
+        if path not in requests_sent:
+            requests_sent.append(path)
+        return requests_sent.index(path) == 2
 
-    monkeypatch.setattr(PropertyCollection, "save", failing_save)
-    outcome = run_job(cytomine_id_result_term=None, tile_size=256)
-    assert outcome.exit_code == 1 and outcome.job.status == 4  # FAILED
-    assert "adding properties to annotation" in outcome.job.statusComment
-    assert len(outcome.annotations()) == len(slide.nuclei)
-    assert len(sent) < len(slide.nuclei), (len(sent), len(slide.nuclei))
+    with FaultProxy(live_server.endpoint.host, rate=1.0, faults=(ERROR,), where=doomed) as proxy:
+        through_proxy = dataclasses.replace(live_server.endpoint, host=proxy.host)
+        exit_code = run_module.main(job_argv(through_proxy, threshold_model, cytomine_id_result_term=None,
+                                             tile_size=256))
+    connect(live_server.endpoint)
+    job = JobCollection(project=live_server.endpoint.project_id).fetch()[-1]
+    assert exit_code == 1 and job.status == 4  # FAILED
+    assert "adding the properties of 10 annotations in image" in job.statusComment
+    assert "failed after 8 attempt(s): it answered HTTP 50" in job.statusComment
+    annotations = list(AnnotationCollection(job=job.id, includeAlgo=True, showWKT=True).fetch())
+    assert len(annotations) == len(slide.nuclei)
+    assert len(requests_sent) == 3 < math.ceil(len(slide.nuclei) / 10)
+    assert sum(bool(properties(a)) for a in annotations) == 20  # the first two requests' annotations
 
 
 def test_other_classes_get_the_result_term(run_job: RunJob, server: Endpoint, slide: DemoSlide,

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 
 from cyseg.server import cytomine_json as cj
 from cyseg.server.errors import BadRequest, NotFound
-from cyseg.server.routes.deps import get_files_dir, get_store, get_urls, json_body, text_value
+from cyseg.server.routes.deps import as_id, get_files_dir, get_store, get_urls, json_body, text_value
 from cyseg.server.store import ANNOTATION_ALIAS, Store
 
 router = APIRouter()
@@ -34,6 +34,15 @@ def _property_item(item: Any) -> tuple[str, str | None]:
     return item["key"], text_value(item.get("value"))
 
 
+def _domain_of(item: dict[str, Any], domain_class: str, ident: int, store: Store) -> tuple[str, int]:
+    """The object a property of an array is for: its own `domainClassName`/`domainIdent` when it names them
+    (as Cytomine core's bulk property route reads them), else the route's."""
+    if item.get("domainIdent") in (None, ""):
+        return store.domain_class(domain_class, ident), ident
+    own = as_id(item["domainIdent"], "domainIdent")
+    return store.domain_class(str(item.get("domainClassName") or domain_class), own), own
+
+
 @router.get(f"{DOMAIN}/property.json")
 @router.get(f"{ANNOTATION}/property.json")
 def list_properties(ident: int, domain_class: str = ANNOTATION_ALIAS,
@@ -46,14 +55,28 @@ def list_properties(ident: int, domain_class: str = ANNOTATION_ALIAS,
 @router.post(f"{ANNOTATION}/property.json")
 def create_properties(ident: int, domain_class: str = ANNOTATION_ALIAS, payload: Any = Depends(json_body),
                       store: Store = Depends(get_store)) -> cj.JsonObject:
-    """One property (object) or several (array)."""
-    canonical = store.domain_class(domain_class, ident)
+    """One property (object) of this object, or several (array) of this object or of the objects each one
+    names (Cytomine core's bulk form: one request for the properties of many annotations), all stored or none."""
     single = isinstance(payload, dict)
     if not single and not (isinstance(payload, list) and payload):
         raise BadRequest("expected a property object or a non-empty array of them")
-    items = [_property_item(item) for item in ([payload] if single else payload)]
-    stored = [cj.property_(p) for p in store.add_properties(canonical, ident, items)]
+    if single:
+        items = [(store.domain_class(domain_class, ident), ident, *_property_item(payload))]
+    else:
+        items = [(*_domain_of(item, domain_class, ident, store), *_property_item(item)) for item in payload]
+    stored = [cj.property_(p) for p in store.add_properties(items)]
     return cj.created("Property", stored[0]) if single else cj.collection(stored) | {"success": True}
+
+
+@router.get("/user/{user}/imageinstance/{image}/annotationposition.json")
+def annotation_positions(user: int, image: int, key: str = Query(min_length=1),
+                         store: Store = Depends(get_store)) -> cj.JsonObject:
+    """For one property key, the centroid and value of each of a user's annotations in an image that has it
+    (as Cytomine core answers: {idAnnotation, x, y, value} items)."""
+    store.user(user)
+    store.image(image)
+    return cj.collection([{"idAnnotation": ident, "x": x, "y": y, "value": value}
+                          for ident, x, y, value in store.annotation_positions(user, image, key)])
 
 
 @router.get(f"{DOMAIN}/key/{{key}}/property.json")
