@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cyseg.task.descriptor import parse_descriptor
 
@@ -69,6 +69,30 @@ class Run:
     provisioned: list[str] = field(default_factory=list)
 
 
+Record = TypeVar("Record", Task, Run)
+
+
+class Records(Generic[Record]):
+    """Tasks or runs by id, listed in creation order, behind the store's lock."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._by_id: dict[str, Record] = {}
+
+    def add(self, record: Record) -> Record:
+        with self._lock:
+            self._by_id[record.id] = record
+            return record
+
+    def get(self, ident: str) -> Record | None:
+        with self._lock:
+            return self._by_id.get(ident)
+
+    def all(self) -> list[Record]:
+        with self._lock:
+            return sorted(self._by_id.values(), key=lambda record: record.created_at)
+
+
 class DuplicateTask(Exception):
     """A task with this namespace and version is registered already."""
 
@@ -79,15 +103,14 @@ class TaskStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.RLock()
-        self._tasks: dict[str, Task] = {}
-        self._runs: dict[str, Run] = {}
+        self._tasks: Records[Task] = Records(self._lock)
+        self._runs: Records[Run] = Records(self._lock)
         for folder in sorted((root / "tasks").glob("*/")):
             meta = json.loads((folder / "task.json").read_text(encoding="utf-8"))
             descriptor = parse_descriptor((folder / "descriptor.yml").read_bytes())
-            self._tasks[meta["id"]] = Task(meta["id"], descriptor, meta["created_at"])
+            self._tasks.add(Task(meta["id"], descriptor, meta["created_at"]))
         for path in sorted((root / "runs").glob("*/run.json")):
-            run = Run(**json.loads(path.read_text(encoding="utf-8")))
-            self._runs[run.id] = run
+            run = self._runs.add(Run(**json.loads(path.read_text(encoding="utf-8"))))
             if run.state in ACTIVE:
                 self.update(run, state="FAILED", message="the server stopped while the task was running")
 
@@ -102,20 +125,16 @@ class TaskStore:
             folder.mkdir(parents=True)
             (folder / "descriptor.yml").write_bytes(descriptor_text)
             _write_json(folder / "task.json", {"id": task.id, "created_at": task.created_at})
-            self._tasks[task.id] = task
-            return task
+            return self._tasks.add(task)
 
     def tasks(self) -> list[Task]:
-        with self._lock:
-            return sorted(self._tasks.values(), key=lambda t: t.created_at)
+        return self._tasks.all()
 
     def task(self, task_id: str) -> Task | None:
-        with self._lock:
-            return self._tasks.get(task_id)
+        return self._tasks.get(task_id)
 
     def find(self, namespace: str, version: str) -> Task | None:
-        with self._lock:
-            return next((t for t in self._tasks.values() if (t.namespace, t.version) == (namespace, version)), None)
+        return next((t for t in self._tasks.all() if (t.namespace, t.version) == (namespace, version)), None)
 
     def descriptor_path(self, task: Task) -> Path:
         return self.root / "tasks" / task.id / "descriptor.yml"
@@ -127,16 +146,13 @@ class TaskStore:
             for folder in ("inputs", "outputs"):
                 (self.folder(run) / folder).mkdir(parents=True)
             self._save(run)
-            self._runs[run.id] = run
-            return run
+            return self._runs.add(run)
 
     def runs(self) -> list[Run]:
-        with self._lock:
-            return sorted(self._runs.values(), key=lambda r: r.created_at)
+        return self._runs.all()
 
     def run(self, run_id: str) -> Run | None:
-        with self._lock:
-            return self._runs.get(run_id)
+        return self._runs.get(run_id)
 
     def folder(self, run: Run) -> Path:
         return self.root / "runs" / run.id
