@@ -1,14 +1,17 @@
-"""`cyseg demo`: the job end to end on this machine: embedded server, run.py launched as Cytomine would.
+"""`cyseg demo`: the job and the App Engine task end to end on this machine, against the embedded server.
 
 Starts the embedded server on a slide (a synthetic slide of nuclei with known positions unless
 --slide is given), runs `run.py` with the command line Cytomine builds from descriptor.json,
-shows the job's progress, prints what was found (checked against the known nuclei) and where the
-result files are, and stops the server.
+shows the job's progress, prints what was found and where the result files are, then runs the App
+Engine task once on the same slide through the server's local App Engine, prints both results
+side by side (checked against the known nuclei) and stops the server. With --image and
+--task-image, the job and the task run in containers of the built images, as Cytomine runs them.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import os
 import shutil
@@ -36,13 +39,18 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="folder for the slide, the server's state, the job's log and results")
+    parser.add_argument("--image", default=None,
+                        help="run the job in a container of this Docker image (docker run --network host)")
+    parser.add_argument("--task-image", default=None,
+                        help="the local App Engine runs the task in a container of this task image")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cyseg.demo_slide import write_demo_slide
+    from cyseg.demo_slide import truth_path_for, write_demo_slide
     from cyseg.errors import CysegError
     from cyseg.server.runner import LocalServer
+    from cyseg.server.task_runner import TASK_IMAGE_VARIABLE
 
     if not (ROOT / "run.py").is_file():
         raise CysegError(f"run.py not found in {ROOT}: run the demo from a cyseg checkout")
@@ -57,13 +65,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"writing a {args.width}x{args.height} synthetic slide to {slide} ...")
             write_demo_slide(slide, args.width, args.height)
     shutil.rmtree(out / "server", ignore_errors=True)  # a fresh server each time: the demo starts empty
+    if args.task_image:
+        os.environ[TASK_IMAGE_VARIABLE] = args.task_image  # read by the server's local App Engine
     server = LocalServer(slide.parent, out / "server", ROOT / "descriptor.json")
     with server.in_thread() as endpoint:
         print(f"embedded Cytomine server at {endpoint.host}, project {endpoint.project_id}")
-        return _run_job(endpoint, slide, args, out)
+        job_code, job_found = _run_job(endpoint, slide, args, out)
+        task_code, task_found = _run_task(endpoint, slide, args)
+    if truth_path_for(slide).is_file():
+        _against_truth(slide, {"legacy job (run.py)": job_found, "App Engine task": task_found})
+    return max(job_code, task_code)
 
 
-def _run_job(endpoint, slide: Path, args: argparse.Namespace, out: Path) -> int:
+def _run_job(endpoint, slide: Path, args: argparse.Namespace, out: Path):
+    """The legacy job (run.py) on the slide: its exit code (0 on success) and the centres of its
+    annotations in image coordinates (None unless it succeeded)."""
     from cytomine import Cytomine
     from cytomine.models import Job, JobCollection
 
@@ -77,22 +93,65 @@ def _run_job(endpoint, slide: Path, args: argparse.Namespace, out: Path) -> int:
     command = command_line(load_descriptor(), values)
     print("command (as the Cytomine router builds it from descriptor.json):")
     print("  " + " ".join(_hide_key(command)))
-    environment = os.environ | {"CYSEG_OUTPUT_DIR": str(out / "results"), "CYSEG_SLIDE_ROOTS": str(slide.parent)}
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    if args.image:
+        print(f"  in a container of {args.image} (docker run --network host)")
+        argv = _container(args.image, command, results, slide.parent)
+    else:
+        argv = [sys.executable, *command[1:]]
+    environment = os.environ | {"CYSEG_OUTPUT_DIR": str(results), "CYSEG_SLIDE_ROOTS": str(slide.parent)}
     log_path = out / "job.log"
     Cytomine(endpoint.host, endpoint.public_key, endpoint.private_key, configure_logging=False,
              verbose=logging.WARNING)
     with log_path.open("w") as log_file:
-        process = subprocess.Popen([sys.executable, *command[1:]], cwd=ROOT, env=environment, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
         job = _follow(process, endpoint.project_id, JobCollection)
     job = Job().fetch(job.id) if job else None
     print(f"job {job.id if job else '?'}: {'SUCCESS' if job and job.status == SUCCESS else 'FAILED'}"
           f" - {job.statusComment if job else 'the job did not start'} (log: {log_path})")
     if not job or job.status != SUCCESS:
         print(_last_line(log_path))
-        return 1
-    _report(out / "results", job, slide)
-    return 0
+        return 1, None
+    return 0, _report(results, job, slide)
+
+
+def _container(image: str, command: list[str], results: Path, slides: Path) -> list[str]:
+    """`docker run` of the job's image as the router runs it (the command line after the entry point), on
+    the host's network, the slides and the results folder mounted at their own paths."""
+    return ["docker", "run", "--rm", "--network", "host", "--user", f"{os.getuid()}:{os.getgid()}",
+            "-v", f"{slides}:{slides}:ro", "-v", f"{results}:{results}",
+            "-e", f"CYSEG_OUTPUT_DIR={results}", "-e", f"CYSEG_SLIDE_ROOTS={slides}", image, *command]
+
+
+def _run_task(endpoint, slide: Path, args: argparse.Namespace):
+    """The App Engine task once on the slide through the server's local App Engine: its code (0 when
+    FINISHED) and the centres of its nuclei (None unless it finished)."""
+    import numpy as np
+    import shapely
+
+    from cyseg.task.client import APP_ENGINE_PATH, run_once
+    from cyseg.task.descriptor import load_descriptor, type_spec
+
+    task = load_descriptor()
+    models = type_spec(task["inputs"]["model"])["values"]
+    if args.model not in models:
+        print(f"App Engine task: skipped, model {args.model} is not one of its models ({', '.join(models)})")
+        return 0, None
+    where = f"in a container of {args.task_image}" if args.task_image else "from this checkout"
+    for name in ("cyseg.task.client", "cyseg.server.task_runner"):  # the run's states: the result line says enough
+        logging.getLogger(name).setLevel(logging.WARNING)
+    print(f"App Engine task {task['namespace']} {task['version']} through {endpoint.host}{APP_ENGINE_PATH} ({where})")
+    run, outputs = run_once(endpoint.host, endpoint.private_key, endpoint.images[slide.name],
+                            model=args.model, device=args.device)
+    if run["state"] != "FINISHED":
+        print(f"task run {run['id']}: {run['state']} - {run.get('message', '')}")
+        return 1, None
+    summary = json.loads(outputs["summary"])
+    print(f"task run {run['id']}: FINISHED - {outputs['count']} nuclei, {summary['tiles_with_tissue']}/"
+          f"{summary['tiles']} tiles with tissue, {summary['seconds']} s on {summary['device']}")
+    return 0, np.array([shapely.geometry.shape(n["geometry"]).centroid.coords[0]
+                        for n in outputs["nuclei"]]).reshape(-1, 2)
 
 
 def _follow(process: subprocess.Popen, project_id: int, jobs_of):
@@ -111,17 +170,16 @@ def _follow(process: subprocess.Popen, project_id: int, jobs_of):
     return job
 
 
-def _report(results: Path, job, slide: Path) -> None:
+def _report(results: Path, job, slide: Path):
+    """Print the job's summary and result files; the centres of its annotations in image coordinates."""
     import numpy as np
+    import openslide
     import shapely
     from cytomine.models import AnnotationCollection
-    from scipy.spatial import cKDTree
 
     from cyseg.coordinates import from_cytomine
-    from cyseg.demo_slide import read_truth, truth_path_for
     from cyseg.job.results import GEOJSON_NAME, SUMMARY_NAME, overlay_name
 
-    height = None
     with (results / SUMMARY_NAME).open() as stream:
         for row in csv.DictReader(stream):
             print(f"{row['image_name']} ({row['region']}): {row['objects']} objects, median area "
@@ -129,18 +187,29 @@ def _report(results: Path, job, slide: Path) -> None:
                   f"{row['seconds']} s; {row['uploaded']} uploaded, {row['duplicates']} already there")
             print(f"  overlay: {results / overlay_name(int(row['image_id']))}")
     print(f"all objects (GeoJSON): {results / GEOJSON_NAME}")
-    if truth_path_for(slide).is_file():
-        import openslide
-        with openslide.OpenSlide(slide) as opened:
-            height = opened.dimensions[1]
-        truth = np.array([(n.x, n.y) for n in read_truth(slide)])
-        annotations = AnnotationCollection(job=job.id, includeAlgo=True, showWKT=True).fetch()
-        found = np.array([from_cytomine(shapely.from_wkt(a.location), height).centroid.coords[0]
-                          for a in annotations]).reshape(-1, 2)
-        matched = int((cKDTree(found).query(truth)[0] < MATCH_DISTANCE_PX).sum()) if len(found) else 0
-        print(f"known nuclei: {len(truth)}; annotations: {len(found)}; {matched} nuclei found within "
-              f"{MATCH_DISTANCE_PX:g} px (recall {matched / max(len(truth), 1):.0%}, "
-              f"precision {matched / max(len(found), 1):.0%})")
+    with openslide.OpenSlide(slide) as opened:
+        height = opened.dimensions[1]
+    annotations = AnnotationCollection(job=job.id, includeAlgo=True, showWKT=True).fetch()
+    return np.array([from_cytomine(shapely.from_wkt(a.location), height).centroid.coords[0]
+                     for a in annotations]).reshape(-1, 2)
+
+
+def _against_truth(slide: Path, found: dict) -> None:
+    """Each result (name -> object centres, None when it failed) against the slide's known nuclei."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    from cyseg.demo_slide import read_truth
+
+    truth = np.array([(n.x, n.y) for n in read_truth(slide)])
+    print(f"against the {len(truth)} known nuclei (found within {MATCH_DISTANCE_PX:g} px):")
+    for name, centres in found.items():
+        if centres is None:
+            print(f"  {name:<20} failed")
+            continue
+        matched = int((cKDTree(centres).query(truth)[0] < MATCH_DISTANCE_PX).sum()) if len(centres) else 0
+        print(f"  {name:<20} {len(centres):5d} objects, recall {matched / max(len(truth), 1):.0%}, "
+              f"precision {matched / max(len(centres), 1):.0%}")
 
 
 def _hide_key(command: list[str]) -> list[str]:

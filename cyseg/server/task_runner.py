@@ -1,6 +1,7 @@
 """Running the local App Engine's task runs, one at a time, as the App Engine's local mode does
 with its containers: the task's command in a subprocess whose input and output folders are the
-run's own (`--inputs`, `--outputs` in place of the container's /inputs and /outputs mounts).
+run's own (`--inputs`, `--outputs` in place of the container's /inputs and /outputs mounts), or,
+with a task image (CYSEG_TASK_IMAGE), that image's container with the run's folders mounted there.
 
 A run goes QUEUED when started, RUNNING when its process starts, then FINISHED when the process
 exits with 0 and every output of the descriptor is there and well-formed, FAILED otherwise, with
@@ -24,6 +25,7 @@ from cyseg.task.descriptor import type_spec
 log = logging.getLogger(__name__)
 
 TASK_COMMAND = (sys.executable, "-m", "cyseg.task")
+TASK_IMAGE_VARIABLE = "CYSEG_TASK_IMAGE"
 FAILURE_PREFIX = "cyseg task failed: "
 
 
@@ -36,12 +38,24 @@ def failure_line(log_path: Path, exit_code: int) -> str:
     return f"the task exited with code {exit_code}" + (f": {lines[-1]}" if lines else "")
 
 
-class TaskRunner:
-    """Runs submitted runs in submission order, in a background (daemon) thread."""
+def container_command(image: str, inputs: Path, outputs: Path) -> list[str]:
+    """`docker run` of a task image as the App Engine runs it: its entry point, /inputs (read-only) and
+    /outputs mounted, no network; the targets of linked inputs (the server's slides) at their own paths."""
+    mounts = ["-v", f"{inputs}:/inputs:ro", "-v", f"{outputs}:/outputs"]
+    for link in sorted(path for path in inputs.rglob("*") if path.is_symlink()):
+        target = link.resolve()
+        mounts += ["-v", f"{target}:{target}:ro"]
+    return ["docker", "run", "--rm", "--network", "none", "--user", f"{os.getuid()}:{os.getgid()}", *mounts, image]
 
-    def __init__(self, store: TaskStore, command: Sequence[str] = TASK_COMMAND) -> None:
+
+class TaskRunner:
+    """Runs submitted runs in submission order, in a background (daemon) thread: `command` in a
+    subprocess, or the container of `image` when one is given."""
+
+    def __init__(self, store: TaskStore, command: Sequence[str] = TASK_COMMAND, image: str | None = None) -> None:
         self.store = store
         self.command = list(command)
+        self.image = image
         self._queue: queue.Queue[Run] = queue.Queue()
         threading.Thread(target=self._work, name="cyseg-task-runner", daemon=True).start()
 
@@ -62,8 +76,9 @@ class TaskRunner:
     def _execute(self, run: Run) -> None:
         task = self.store.task(run.task_id)
         log_path = self.store.log_path(run)
-        command = self.command + ["--inputs", str(self.store.inputs_dir(run)),
-                                  "--outputs", str(self.store.outputs_dir(run))]
+        inputs, outputs = self.store.inputs_dir(run), self.store.outputs_dir(run)
+        command = (container_command(self.image, inputs, outputs) if self.image else
+                   self.command + ["--inputs", str(inputs), "--outputs", str(outputs)])
         with log_path.open("w") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=os.environ | {"PYTHONUNBUFFERED": "1"})

@@ -6,8 +6,8 @@ start), create a run, provision its inputs (JSON values, an image as the request
 one of this server's images), start it, follow its state (CREATED -> PROVISIONED -> QUEUING ->
 QUEUED -> RUNNING -> FINISHED or FAILED) and fetch its outputs, each or as a zip. Requests carry
 `Authorization: Bearer <the admin's private key>`. Runs execute cyseg's task from this checkout in
-a subprocess (`cyseg.server.task_runner`), not a task's Docker image, so only tasks of cyseg's
-namespace are accepted. Errors are the App Engine's `{"errorCode": "APPE-...", "message", "details"}`.
+a subprocess (`cyseg.server.task_runner`), or in the container of the built task image named by
+CYSEG_TASK_IMAGE, not the image of an uploaded bundle, so only tasks of cyseg's namespace are accepted. Errors are the App Engine's `{"errorCode": "APPE-...", "message", "details"}`.
 
 Extension: a run's JSON has a `message` (why it FAILED) beside the spec's fields.
 """
@@ -31,7 +31,7 @@ from cyseg.server.bootstrap import ADMIN_USERNAME
 from cyseg.server.errors import ApiError, NotFound
 from cyseg.server.routes.deps import get_store
 from cyseg.server.store import Store
-from cyseg.server.task_runner import TaskRunner
+from cyseg.server.task_runner import TASK_IMAGE_VARIABLE, TaskRunner
 from cyseg.server.task_store import DuplicateTask, Run, Task, TaskStore
 from cyseg.task.descriptor import DESCRIPTOR_PATH, load_descriptor, type_spec
 from cyseg.task.io import check, decode, encode
@@ -96,7 +96,7 @@ def install(app: FastAPI, root: Path) -> None:
     if tasks.find(own["namespace"], own["version"]) is None:
         tasks.register(DESCRIPTOR_PATH.read_bytes())
     app.state.task_store = tasks
-    app.state.task_runner = TaskRunner(tasks)
+    app.state.task_runner = TaskRunner(tasks, image=os.environ.get(TASK_IMAGE_VARIABLE) or None)
     app.include_router(router)
 
 
