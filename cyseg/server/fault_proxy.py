@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 ERROR, DROP, DELAY = "error", "drop", "delay"
 FAULTS = (ERROR, DROP, DELAY)
+HOLD, UNREACHABLE = "hold", "unreachable"  # what the log records for a held request, a server not answering
 SOCKET_TIMEOUT_S = 60.0
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 
@@ -40,7 +41,8 @@ Where = Callable[[str, str], bool]  # (method, path with query) -> whether a req
 
 @dataclass(frozen=True)
 class Seen:
-    """A request that went through the proxy, with the fault it met (None: none)."""
+    """A request that went through the proxy, with the fault it met (None: none; a request the server did
+    not answer is logged a second time, as UNREACHABLE)."""
 
     method: str
     path: str
@@ -149,7 +151,7 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 method, path = self.command, self.path
                 if proxy.hold is not None and proxy.hold(method, path):
-                    proxy.log.append(Seen(method, path, "hold"))
+                    proxy.log.append(Seen(method, path, HOLD))
                     proxy.held.set()
                     proxy._released.wait(SOCKET_TIMEOUT_S)
                     return self._hang_up()
@@ -163,6 +165,7 @@ class FaultProxy:
                 try:
                     answer = proxy._forward(method, path, headers, body)
                 except OSError:
+                    proxy.log.append(Seen(method, path, UNREACHABLE))
                     return self._answer(502, [("Content-Type", "application/json")],
                                         b'{"success": false, "message": "fault proxy: server unreachable"}')
                 if fault == DROP:
