@@ -187,6 +187,12 @@ def test_lost_answer_to_an_upload_is_not_uploaded_twice(run_job: RunJob, slide: 
     ({"tile_overlap": 400}, "tile_overlap must be between 0 and half the tile size"),
     ({"zoom_level": 9}, "zoom_level=9 is beyond image"),
     ({"cytomine_id_result_term": 999999}, "cytomine_id_result_term=999999 is not a term of project"),
+    ({"threshold": "abc"}, "invalid job parameter threshold='abc': expected a number"),
+    ({"cytomine_id_result_term": "abc"}, "invalid job parameter cytomine_id_result_term='abc': expected an id"),
+    ({"cytomine_id_images": "abc"}, "invalid job parameter cytomine_id_images='abc': expected comma-separated ids"),
+    ({"tile_size": "12.5"}, "invalid job parameter tile_size='12.5': expected a whole number"),
+    ({"tissue_detection": "maybe"}, "invalid job parameter tissue_detection='maybe': expected true or false"),
+    ({"mode": "bogus"}, "mode must be one of segment"),
 ])
 def test_failing_run_is_failed_with_its_message(run_job: RunJob, parameters: dict, message: str) -> None:
     outcome = run_job(**parameters)

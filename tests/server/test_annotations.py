@@ -1,13 +1,14 @@
 """Annotations through the real client: bulk round trip, validation, filters, masks, concurrency."""
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cytomine import Cytomine
-from cytomine.models import Annotation, AnnotationCollection, ImageInstance
+from cytomine.models import Annotation, AnnotationCollection, ImageInstance, PropertyCollection
 
 from cyseg.server.runner import Endpoint
 
@@ -164,3 +165,29 @@ def test_concurrent_uploads_lose_and_duplicate_nothing(client: Cytomine, png_ima
     assert len(back) == threads_count * per_thread
     assert len({a.location for a in back}) == threads_count * per_thread
     assert len({a.id for a in back}) == threads_count * per_thread
+
+
+def test_properties_of_many_annotations_in_one_request_and_their_positions(client: Cytomine,
+                                                                          png_image: ImageInstance) -> None:
+    """Cytomine core's bulk form (an array whose items name their own annotation), all stored or none, and
+    the positions and values of a user's annotations that have a key."""
+    collection = AnnotationCollection()
+    collection.extend(Annotation(location=square(10 + 20 * i, 5, 8), id_image=png_image.id) for i in range(3))
+    assert collection.save(chunk=None)
+    stored = sorted(fetch_all(image=png_image.id), key=lambda a: a.id)
+    kind, first = stored[0].class_, stored[0].id
+    items = [{"domainClassName": kind, "domainIdent": a.id, "key": "score", "value": str(i)}
+             for i, a in enumerate(stored)]
+    assert len(client.post(f"domain/{kind}/{first}/property.json", json.dumps(items))["collection"]) == 3
+    assert [[(p.key, p.value) for p in PropertyCollection(a).fetch()] for a in stored] == [
+        [("score", "0")], [("score", "1")], [("score", "2")]]
+    bad = [{"domainClassName": kind, "domainIdent": first, "key": "other", "value": "x"},
+           {"domainClassName": kind, "domainIdent": 999999, "key": "other", "value": "x"}]
+    assert client.post(f"domain/{kind}/{first}/property.json", json.dumps(bad)) is False
+    assert [p.key for p in PropertyCollection(stored[0]).fetch()] == ["score"]
+    positions = client.get(f"user/{client.current_user.id}/imageinstance/{png_image.id}/annotationposition.json",
+                           {"key": "score"})["collection"]
+    assert [(p["idAnnotation"], p["x"], p["y"], p["value"]) for p in positions] == [
+        (a.id, 14 + 20 * i, 9, str(i)) for i, a in enumerate(stored)]
+    assert client.get(f"user/{client.current_user.id}/imageinstance/{png_image.id}/annotationposition.json",
+                      {"key": "absent"})["collection"] == []
