@@ -1,15 +1,22 @@
-"""Smaller parts of the job: tissue detection, the duplicate index, the synthetic slide."""
+"""Smaller parts of the job: tissue detection, the duplicate index, the synthetic slide, upload progress."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import openslide
+import pytest
+from cytomine.models import ImageInstance, Job
+from shapely.geometry import box
 
 from cyseg.demo_slide import read_truth, truth_path_for
+from cyseg.job import upload
+from cyseg.job.objects import DetectedObject
+from cyseg.job.progress import JobProgress
 from cyseg.job.tissue import detect_tissue
 from cyseg.job.upload import CentroidIndex
-from .helpers import disks
+from cyseg.server.runner import Endpoint
+from .helpers import connect, disks, image_id
 
 
 def test_tissue_is_found_on_dark_and_on_white_backgrounds() -> None:
@@ -45,3 +52,27 @@ def test_demo_slide_is_a_pyramid_with_its_truth(slide) -> None:
     bright = [pixels[int(n.y), int(n.x)] for n in truth]
     assert min(bright) > 100 and np.median(pixels) < 40  # nuclei where the truth says, dark elsewhere
     assert all(n.x < 2 * slide.width / 3 for n in truth)  # the right third is empty
+
+
+def test_upload_tells_its_progress_and_the_job_shows_it(server: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uploader reports after each request (annotations, then properties), up to all of its work; the
+    job's progress then moves past the images' segmentation share, with a comment saying so."""
+    monkeypatch.setattr(upload, "CHUNK_SIZE", 10)
+    monkeypatch.setattr(upload, "PROPERTY_CHUNK", 10)
+    client = connect(server)
+    image = ImageInstance().fetch(image_id(server))
+    objects = [DetectedObject(box(10 + 12 * i, 10, 20 + 12 * i, 20), 100.0, 1, 0.9) for i in range(30)]
+    seen: list[tuple[int, int]] = []
+    uploader = upload.ImageUploader(image, server.project_id, client.current_user.id, "progress-test", None,
+                                    class_names=["background", "nucleus"], on_progress=lambda *p: seen.append(p))
+    assert uploader.upload(objects).count(upload.UPLOADED) == 30
+    assert len(seen) == 6 and {total for _, total in seen} == {60}  # 3 + 3 requests, 30 objects twice
+    assert sorted(done for done, _ in seen) == [10, 20, 30, 40, 50, 60]
+
+    job = Job(server.project_id, server.software_id).save()
+    progress = JobProgress(job, images=2)
+    progress.uploading(0, "a.tif", 5, 10)
+    shown = Job().fetch(job.id)
+    assert (shown.progress, shown.statusComment) == (48, "image 1/2 (a.tif): uploading, 50% done")
+    progress.uploading(1, "b.tif", 10, 10)
+    assert Job().fetch(job.id).progress == 97
