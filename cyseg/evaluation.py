@@ -10,6 +10,7 @@ from tqdm import tqdm
 from metrics import ImageResult, evaluate_image, level_key, precision_recall_curve, summarize_by_level
 from segmenter import Instances, Segmenter, UNetSegmenter
 from segmenter.datasets import LabelledImage
+from segmenter.picker import ModelPicker
 from transforms import defocus
 
 BASELINE = "connected_components"
@@ -33,6 +34,7 @@ class Evaluation:
     results: dict[str, list[ImageResult]] = field(default_factory=dict)
     overlay: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     focus_calls: list[tuple[float, bool]] = field(default_factory=list)  # (level, called blurry), focus-gated
+    choices: dict[str, dict] = field(default_factory=dict)  # image name -> the model picked for it (a picker)
 
     def metrics(self, sharp_levels: tuple[float, ...] = (0.0,)) -> dict:
         summary = summarize_by_level(self.results["model"], sharp_levels=sharp_levels)
@@ -63,18 +65,24 @@ def classifier_errors(calls: list[tuple[float, bool]], sharp_levels: tuple[float
     return {level: float(np.mean(wrong)) for level, wrong in errors.items()}
 
 
-def evaluate(model: Segmenter, samples: list[LabelledImage], levels: list[float],
-             seed: int = 0, progress: bool = True) -> Evaluation:
-    """Segment every sample at every blur level (defocus seeded per image) and score it."""
+def evaluate(model: Segmenter | ModelPicker, samples: list[LabelledImage], levels: list[float],
+             seed: int = 0, progress: bool = True, pixel_size_um: float | None = None) -> Evaluation:
+    """Segment every sample at every blur level (defocus seeded per image) and score it. A picker
+    chooses each image's model once, from the in-focus image at `pixel_size_um` (None: unknown)."""
     if not samples:
         raise ValueError("nothing to evaluate: no labelled images")
     evaluation = Evaluation()
+    models = [model] * len(samples)
+    if isinstance(model, ModelPicker):
+        picks = [model.pick(sample.image, pixel_size_um) for sample in samples]
+        models = [picked.model for picked in picks]
+        evaluation.choices = {sample.name: picked.to_dict() for sample, picked in zip(samples, picks)}
     with tqdm(total=len(samples) * len(levels), desc="evaluating", unit="image",
               disable=not progress) as bar:
         for level in levels:
             for index, sample in enumerate(samples):
                 image = defocus(sample.image, level, seed=seed + index) if level else sample.image
-                found = find_instances(model, image)
+                found = find_instances(models[index], image)
                 for name, instances in found.items():
                     evaluation.results.setdefault(name, []).append(evaluate_image(
                         instances.labels, sample.labels, instances.scores, float(level)))

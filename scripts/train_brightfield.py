@@ -41,14 +41,14 @@ def config_for(data: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
     folders = [data / "he_train", data / "dsb2018" / "stained", data / "dsb2018" / "brightfield"]
     return TrainConfig(
         data=[str(f) for f in folders], out=str(out), in_channels=3, depth=4, n_filters=16, crop=256,
-        batch_size=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, lr=2e-3,
+        batch_size=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, lr=args.lr,
         data_pixel_size_um=[HE_PIXEL_SIZE_UM, None, None], data_weights=[0.6, 0.25, 0.15],
-        val_names=VAL_TILES, pixel_size_um=PIXEL_SIZE_UM, scale_range=(0.6, 2.0),
+        val_names=VAL_TILES, pixel_size_um=args.pixel_size, scale_range=(0.6, 2.0),
         stain_prob=0.8, jpeg_prob=0.3, defocus_levels=[1, 2, 3, 4, 6], defocus_prob=0.3,
         val_defocus_levels=[], background_prob=0.0,
         normalization=Normalization(kind="percentile", low=1.0, high=99.8, min_snr=20.0).to_dict(),
-        postprocess=PostProcess(min_size=8, min_distance=3).to_dict(), tune_postprocess=False,
-        bf16=True, seed=0, device=args.device, resume=args.resume)
+        postprocess=PostProcess(min_size=8, min_distance=3).to_dict(), tune_postprocess=args.tune,
+        bf16=True, seed=0, device=args.device, resume=args.resume, init_from=args.init_from)
 
 
 def main() -> int:
@@ -56,6 +56,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--pixel-size", type=float, default=PIXEL_SIZE_UM, help="µm/px the model runs at")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--init-from", default=None, help="a checkpoint of the same architecture to start from")
+    parser.add_argument("--tune", action="store_true", help="tune the post-processing on the validation tiles")
     parser.add_argument("--device", default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / SHIPPED["he"])

@@ -60,7 +60,13 @@ def from_checkpoint(checkpoint: Checkpoint, device: str | torch.device | None = 
 
 
 def load(name_or_path: str | Path = "default", device: str | torch.device | None = None,
-         backend: str = "torch", **options) -> Segmenter:
+         backend: str = "torch", pixel_size_um: float | None = None, **options) -> Segmenter:
     """A ready segmenter from a shipped model name or a checkpoint path; `backend` and `options` as for
-    `from_checkpoint`."""
-    return from_checkpoint(Checkpoint.load(model_path(name_or_path)), device=device, backend=backend, **options)
+    `from_checkpoint`. With `pixel_size_um` (the images' µm/px), a model that records its own pixel size
+    runs on images resampled to it (`segmenter.scale`)."""
+    checkpoint = Checkpoint.load(model_path(name_or_path))
+    if pixel_size_um is not None:
+        from segmenter.scale import Rescaled
+        return Rescaled.from_checkpoint(checkpoint, device=device, pixel_size_um=pixel_size_um, backend=backend,
+                                        **options)
+    return from_checkpoint(checkpoint, device=device, backend=backend, **options)

@@ -28,6 +28,7 @@ from segmenter.base import resolve_device
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage, load_labelled
 from segmenter.inputs import to_channels
+from segmenter.scale import median_diameter
 from segmenter.unet import UNet
 from segmenter.tuning import tune_postprocess
 from segmenter.unet_segmenter import UNetSegmenter
@@ -84,13 +85,6 @@ def seam_target(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Foreground target (nuclei minus touching seams) and the seam mask."""
     seams = touching_borders(labels)
     return (labels > 0) & ~seams, seams
-
-
-def median_diameter(labels: np.ndarray) -> float:
-    """The equivalent diameter (px) of an image's median-area object (0 without objects)."""
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    return float(np.sqrt(4 * np.median(areas) / np.pi)) if areas.size else 0.0
 
 
 def rescaled(sample: LabelledImage, factor: float) -> LabelledImage:
@@ -278,7 +272,8 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
         train_samples, val_samples = split_validation(train_samples, config.val_fraction, config.seed)
     data_summary = dict(train=config.data, val=config.val_names or config.val_data or f"{config.val_fraction:.0%} of train",
                         n_train=len(train_samples), n_val=len(val_samples),
-                        val_names=[s.name for s in val_samples])
+                        val_names=[s.name for s in val_samples],
+                        median_diameter_px=float(np.median([median_diameter(s.labels) for s in train_samples])))
     sampler = CropSampler(train_samples, config, rng)
     val_sets = validation_sets(val_samples, config.val_defocus_levels, config.seed)
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cyseg.cli.train import float_list
+from cyseg.cli.train import float_list, positive_float
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="score a model against instance labels",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default",
-                        help="shipped model name or checkpoint path; several, comma-separated, are compared "
-                             "side by side (each gets its own report in OUT/<name>)")
+    parser.add_argument("--model", default="auto",
+                        help="shipped model name, checkpoint path, or auto (default: per image, the shipped model "
+                             "of its modality, brightfield or fluorescence); several, comma-separated, are "
+                             "compared side by side (each gets its own report in OUT/<name>)")
+    parser.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",
+                        help="the images' pixel size in µm (default: unknown, estimated from the nuclei for a model "
+                             "that records its own pixel size)")
     parser.add_argument("--images", required=True, type=Path, help="folder of images")
     parser.add_argument("--labels", required=True, type=Path,
                         help="folder of uint16 instance labels with the images' file names")
@@ -27,21 +31,23 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import segmenter
     from cyseg.evaluation import evaluate
     from metrics import write_report
     from metrics.comparison import write_comparison
     from segmenter.datasets import load_labelled
+    from segmenter.picker import ModelPicker
 
     models = [name for name in str(args.model).split(",") if name]
     samples = load_labelled(args.images, args.labels)
     compared = {}
     for name in models:
         out = args.out if len(models) == 1 else args.out / Path(name).stem
-        evaluation = evaluate(segmenter.load(name, device=args.device), samples, args.defocus, seed=args.seed)
+        evaluation = evaluate(ModelPicker(name, device=args.device), samples, args.defocus, seed=args.seed,
+                              pixel_size_um=args.pixel_size)
         metrics = evaluation.metrics(tuple(args.sharp_levels))
         metrics["setup"] = dict(model=name, images=str(args.images), labels=str(args.labels),
-                                levels=args.defocus, seed=args.seed)
+                                levels=args.defocus, seed=args.seed, pixel_size_um=args.pixel_size,
+                                models=evaluation.choices)
         write_report(metrics, out, title=f"cyseg evaluation: {name} on {args.images}",
                      pr_curves=evaluation.pr_curves(), overlay=evaluation.overlay)
         overall = metrics["overall"]

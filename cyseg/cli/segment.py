@@ -2,20 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import tifffile
 from tqdm import tqdm
 
+from cyseg.cli.train import positive_float
 from cyseg.errors import CysegError
+
+MODELS_FILE = "models.json"  # image file name -> the model picked for it and why
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("segment", help="segment images into nuclei",
                                    description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, help="image files (TIFF, PNG, JPEG)")
-    parser.add_argument("--model", default="default",
-                        help="shipped model name or checkpoint path (default: the shipped default)")
+    parser.add_argument("--model", default="auto",
+                        help="shipped model name, checkpoint path, or auto (default: per image, the shipped model "
+                             "of its modality, brightfield or fluorescence)")
+    parser.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",
+                        help="the images' pixel size in µm (default: unknown, estimated from the nuclei for a model "
+                             "that records its own pixel size)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
@@ -23,19 +31,24 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import segmenter
     from cyseg.polygons import feature_collection, label_polygons, write_geojson
     from segmenter.datasets import read_image
+    from segmenter.picker import ModelPicker
 
     stems = [image.stem for image in args.images]
     if len(set(stems)) != len(stems):
         raise CysegError("two inputs share a file name stem; their outputs would overwrite each other")
     options = {} if args.threshold is None else {"threshold": args.threshold}
-    model = segmenter.load(args.model, device=args.device, **options)
+    picker = ModelPicker(args.model, device=args.device, **options)
     args.out.mkdir(parents=True, exist_ok=True)
-    total = 0
+    total, choices = 0, {}
     for path in tqdm(args.images, desc="segmenting", unit="image"):
-        found = model.instances(read_image(path))
+        image = read_image(path)
+        picked = picker.pick(image, args.pixel_size)
+        tqdm.write(f"{path.name}: {picked.describe()}")
+        choices[path.name] = picked.to_dict()
+        model = picked.model
+        found = model.instances(image)
         tifffile.imwrite(args.out / f"{path.stem}.tif", found.labels.astype("uint16"),
                          compression="zlib")
         polygons = label_polygons(found.labels)
@@ -44,5 +57,6 @@ def run(args: argparse.Namespace) -> int:
                  for label, polygon in polygons.items()]
         write_geojson(args.out / f"{path.stem}.geojson", feature_collection(items))
         total += len(found)
-    print(f"{total} objects in {len(args.images)} image(s); results in {args.out}")
+    (args.out / MODELS_FILE).write_text(json.dumps(choices, indent=1))
+    print(f"{total} objects in {len(args.images)} image(s); results in {args.out} (models chosen: {MODELS_FILE})")
     return 0

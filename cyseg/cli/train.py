@@ -12,6 +12,17 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
+def positive_float(text: str) -> float:
+    """A number > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The training recipe's options (shared by every command that trains)."""
     parser.add_argument("--val-data", action="append", default=[], metavar="DIR",

@@ -37,7 +37,7 @@ import segmenter
 from cyseg.coordinates import to_cytomine
 from cyseg.job.config import JobConfig
 from cyseg.job.connection import harden
-from cyseg.job.runner import forward_batch_size
+from cyseg.job.models import forward_batch_size
 from cyseg.job.source import OpenSlideSource, TileSource, WindowSource
 from cyseg.job.tiles import tile_pixels
 from cyseg.job.timing import StageTimes

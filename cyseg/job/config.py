@@ -46,7 +46,7 @@ class JobConfig:
     cytomine_id_roi_term: int | None = _parameter("Domain", None)
     cytomine_id_result_term: int | None = _parameter("Domain", None)
     cytomine_id_blurry_term: int | None = _parameter("Domain", None)
-    model: str = _parameter("String", "default")
+    model: str = _parameter("String", "auto")
     threshold: float = _parameter("Number", 0.5)
     min_area: float = _parameter("Number", 50.0)
     max_area: float = _parameter("Number", 5000.0)

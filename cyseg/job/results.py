@@ -37,7 +37,7 @@ ROI_COLOUR = (64, 255, 64)
 BLURRY_TINT = (64, 160, 255, 80)  # RGBA over the tiles the blurry model segmented
 SUMMARY_COLUMNS = ("image_id", "image_name", "region", "status", "objects", "area_mean", "area_median", "area_min",
                    "area_max", "tiles", "tiles_with_tissue", "sharp_model_tiles", "blurry_model_tiles", "seconds",
-                   "fetch_seconds", "inference_seconds", "polygons_seconds", "uploaded", "duplicates", "not_uploaded")
+                   "fetch_seconds", "inference_seconds", "polygons_seconds", "uploaded", "duplicates", "not_uploaded", "model", "model_choice")
 
 
 def overlay_name(image_id: int) -> str:
@@ -61,6 +61,9 @@ class RegionRecord:
     status: str = "pending"
     times: StageTimes = field(default_factory=StageTimes)
     focus: list[TileFocus] = field(default_factory=list)  # a focus-gated model's decision per segmented tile
+    model: str = ""  # the model the image was segmented with
+    model_choice: str = ""  # why that model, at which scale (`segmenter.picker.Picked.describe`)
+    class_names: list[str] = field(default_factory=list)  # the model's classes, indexed by label
 
     def set_objects(self, objects: list[DetectedObject]) -> None:
         self.objects = objects
@@ -82,21 +85,24 @@ class RegionRecord:
                 "fetch_seconds": f"{self.times.fetch:.2f}", "inference_seconds": f"{self.times.inference:.2f}",
                 "polygons_seconds": f"{self.times.locate + self.times.merge:.2f}",
                 "uploaded": self.statuses.count(UPLOADED), "duplicates": self.statuses.count(DUPLICATE),
-                "not_uploaded": self.statuses.count(NOT_UPLOADED)}
+                "not_uploaded": self.statuses.count(NOT_UPLOADED), "model": self.model,
+                "model_choice": self.model_choice}
 
 
-def write_geojson_file(path: Path, records: list[RegionRecord], class_names: list[str]) -> Path:
+def write_geojson_file(path: Path, records: list[RegionRecord]) -> Path:
     """Every object as a QuPath detection (see `cyseg.qupath`): full-resolution pixels with the origin at
     the top-left, its class name and its score as a measurement; cyseg's own properties beside them."""
     features = []
     for record in records:
         for obj, status in zip(record.objects, record.statuses):
-            name = class_names[obj.label] if obj.label < len(class_names) else str(obj.label)
+            names = record.class_names
+            name = names[obj.label] if obj.label < len(names) else str(obj.label)
             score, area = None if obj.score is None else round(obj.score, 4), round(obj.area, 2)
             features.append(qupath.detection(from_cytomine(obj.polygon, record.image_height), name,
                                              {"score": score, "area": area}, image_id=record.image_id,
                                              image_name=record.image_name, region=record.region, area=area,
-                                             score=score, upload=status, **{"class": name}))
+                                             score=score, upload=status, model=record.model,
+                                             **{"class": name}))
     collection = qupath.feature_collection(features)
     collection["cyseg"] = {"coordinates": "full-resolution pixels, origin at the top-left (QuPath)"}
     return write_geojson(path, collection)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import requests
 from cytomine.models import AnnotationCollection, ImageInstance, ImageInstanceCollection, TermCollection
 from shapely import wkt
@@ -23,7 +24,7 @@ from cyseg.coordinates import from_cytomine
 from cyseg.errors import CysegError
 from cyseg.job import results
 from cyseg.job.config import JobConfig
-from cyseg.job.models import resolve_model
+from cyseg.job.models import load_models, model_digest, pick_for_slide
 from cyseg.job.connection import call, describe, host
 from cyseg.job.progress import JobProgress
 from cyseg.job.results import RegionRecord
@@ -31,6 +32,7 @@ from cyseg.job.source import TileSource, open_source
 from cyseg.job.tissue import THUMBNAIL_SIZE, TissueMask, detect_tissue, everywhere
 from cyseg.job.upload import ImageUploader, UploadError
 from cyseg.job.workflow import Workflow, blurry_regions
+from segmenter.picker import ModelPicker, Picked
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +61,10 @@ def image_name(image: ImageInstance) -> str:
     return str(getattr(image, "instanceFilename", None) or getattr(image, "originalFilename", None) or image.id)
 
 
-def forward_batch_size(batch_size: int, device: str | None) -> int:
-    """Tiles per forward pass: the job's batch on a GPU, one on a CPU, where a batch of 8 tiles of 512²
-    measured 1.7× slower than the same tiles one by one (its activations leave the caches; BENCHMARKS.md).
-    The job still reads, segments and merges tiles in batches."""
-    return batch_size if segmenter.resolve_device(device).type == "cuda" else 1
-
-
-def load_model(config: JobConfig) -> tuple[segmenter.Segmenter, str]:
-    """The segmenter and a digest of its file; CysegError naming the model when it cannot be used."""
-    try:
-        path = resolve_model(config.model)
-        model = segmenter.load(path, device=config.device, threshold=config.threshold,
-                               batch_size=forward_batch_size(config.batch_size, config.device))
-    except (OSError, ValueError) as error:
-        raise CysegError(f"cannot load model '{config.model}': {error}") from error
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    log.info("model %s (%s, digest %s) on %s", config.model, path, digest, model.device)
-    return model, digest
+def cytomine_pixel_size_um(image: ImageInstance) -> float | None:
+    """The µm per full-resolution pixel of an image as Cytomine records it (None when it does not)."""
+    size = getattr(image, "physicalSizeX", None) or getattr(image, "resolution", None)
+    return float(size) if size else None
 
 
 def project_images(project: Any, wanted: tuple[int, ...]) -> list[ImageInstance]:
@@ -136,25 +124,34 @@ def output_dir(job_id: int) -> Path:
     return path
 
 
+@dataclass
+class ImageModel:
+    """The model an image is segmented with, and what depends on it."""
+
+    picked: Picked
+    workflow: Workflow
+    result_key: str
+    focus_key: str
+    terms: dict[int, int]  # class label -> term (see `class_terms`)
+    blurry_term: int | None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.picked.model.class_names
+
+
 class JobRun:
     """One run of the job over its images, keeping a record of every region for the result files."""
 
-    def __init__(self, context: JobContext, model: segmenter.Segmenter, model_digest: str,
-                 images: list[ImageInstance], terms: dict[int, int] | None = None) -> None:
-        """`terms`: class label -> term (see `class_terms`)."""
+    def __init__(self, context: JobContext, models: ModelPicker, images: list[ImageInstance],
+                 term_names: dict[int, str] | None = None) -> None:
+        """`term_names`: term id -> name of the project's terms (see `class_terms`)."""
         self.context = context
         self.config = context.config
-        self.model = model
+        self.models = models
         self.images = images
-        self.terms = terms or {}
-        self.result_key = self.config.result_key(model_digest)
-        self.focus_key = self.config.focus_key(model_digest)
-        self.blurry_term = self.config.cytomine_id_blurry_term
-        if self.blurry_term is not None and not isinstance(model, segmenter.FocusGated):
-            log.warning("cytomine_id_blurry_term=%s ignored: model %s is not focus-gated", self.blurry_term,
-                        self.config.model)
-            self.blurry_term = None
-        self.workflow = Workflow(model, self.config)
+        self.term_names = term_names or {}
+        self.digests: dict[str, str] = {}
         self.progress = JobProgress(context.job, len(images))
         self.records: list[RegionRecord] = []
         self.overlays: list[Path] = []
@@ -189,35 +186,59 @@ class JobRun:
                 self.records.append(RegionRecord(image.id, name, image.height, "no region of interest",
                                                  status="skipped"))
                 return
-        uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.result_key,
-                                 self.config.cytomine_id_result_term, class_terms=self.terms,
-                                 class_names=self.model.class_names,
-                                 on_progress=lambda done, total: self.progress.uploading(index, name, done, total))
-        focus_uploader = None
-        if self.blurry_term is not None:
-            focus_uploader = ImageUploader(image, self.context.project.id, self.context.user_id, self.focus_key,
-                                           self.blurry_term)
-            # both list the image's annotations before either uploads, so neither takes the other's for its own
-            pending.extend([uploads.submit(uploader.prepare), uploads.submit(focus_uploader.prepare)])
         with open_source(image, self.config.zoom_level) as source:
-            tissue = (detect_tissue(source.thumbnail(THUMBNAIL_SIZE), source.width) if self.config.tissue_detection
+            thumbnail = source.thumbnail(THUMBNAIL_SIZE)
+            tissue = (detect_tissue(thumbnail, source.width) if self.config.tissue_detection
                       else everywhere(source.width, source.height))
+            model = self._model(image, source, tissue, thumbnail)
+            self.progress.image(index, 0, f"image {index + 1}/{len(self.images)} ({name}): model {model.picked.name}"
+                                + (f" ({model.picked.choice.modality})" if model.picked.choice else ""), force=True)
+            uploader = ImageUploader(image, self.context.project.id, self.context.user_id, model.result_key,
+                                     self.config.cytomine_id_result_term, class_terms=model.terms,
+                                     class_names=model.class_names,
+                                     on_progress=lambda done, total: self.progress.uploading(index, name, done, total))
+            focus_uploader = None
+            if model.blurry_term is not None:
+                focus_uploader = ImageUploader(image, self.context.project.id, self.context.user_id,
+                                               model.focus_key, model.blurry_term)
+                # both list the image's annotations before either uploads, so neither takes the other's for its own
+                pending.extend([uploads.submit(uploader.prepare), uploads.submit(focus_uploader.prepare)])
             image_records: list[RegionRecord] = []
             try:
                 for number, (roi_id, roi) in enumerate(rois, start=1):
                     record = RegionRecord(image.id, name, image.height,
-                                          "whole image" if roi_id is None else f"roi {roi_id}", roi=roi)
+                                          "whole image" if roi_id is None else f"roi {roi_id}", roi=roi,
+                                          model=model.picked.name, model_choice=model.picked.describe(),
+                                          class_names=model.class_names)
                     self.records.append(record)
                     image_records.append(record)
                     where = f"image {index + 1}/{len(self.images)} ({name})" + (
                         f", region {number}/{len(rois)}" if roi_id is not None else "")
-                    self._region(index, number, len(rois), where, source, tissue, record)
+                    self._region(index, number, len(rois), where, source, tissue, record, model.workflow)
                     pending.append(uploads.submit(self._upload, uploader, record))
                     if focus_uploader is not None:
                         pending.append(uploads.submit(self._upload_blurry, focus_uploader, record))
                     self._raise_upload_errors(pending)
             finally:
                 self._overlay(image, source, image_records)
+
+    def _model(self, image: ImageInstance, source: TileSource, tissue: TissueMask,
+               thumbnail: np.ndarray) -> ImageModel:
+        """The model of one image (for `auto`, from its thumbnail), at the image's pixel size (Cytomine's,
+        else estimated on a window of tissue), and its result keys and terms."""
+        picked = pick_for_slide(self.models, source, tissue, thumbnail, cytomine_pixel_size_um(image))
+        log.info("image %s (%s): %s", image.id, image_name(image), picked.describe())
+        if picked.name not in self.digests:
+            self.digests[picked.name] = model_digest(picked.name)
+        digest = self.digests[picked.name]
+        blurry_term = self.config.cytomine_id_blurry_term
+        if blurry_term is not None and not isinstance(picked.model, segmenter.FocusGated):
+            log.warning("cytomine_id_blurry_term=%s ignored for image %s: model %s is not focus-gated",
+                        blurry_term, image.id, picked.name)
+            blurry_term = None
+        return ImageModel(picked, Workflow(picked.model, self.config), self.config.result_key(digest),
+                          self.config.focus_key(digest), class_terms(picked.model.class_names, self.term_names),
+                          blurry_term)
 
     def _overlay(self, image: ImageInstance, source: TileSource, records: list[RegionRecord]) -> None:
         """Draw what was found in the image so far on its thumbnail (a failure here is only logged)."""
@@ -229,7 +250,7 @@ class JobRun:
             log.error("cannot draw the overlay of image %s: %s", image.id, error)
 
     def _region(self, index: int, number: int, regions: int, where: str, source: TileSource, tissue: TissueMask,
-                record: RegionRecord) -> None:
+                record: RegionRecord, workflow: Workflow) -> None:
         def progress(done: int, total: int) -> None:
             self.progress.image(index, (number - 1 + done / max(total, 1)) / regions,
                                 f"{where}: {done}/{total} tiles segmented")
@@ -237,7 +258,7 @@ class JobRun:
         self.progress.image(index, (number - 1) / regions, f"{where}: starting", force=True)
         roi = None if record.roi is None else from_cytomine(record.roi, record.image_height)
         try:
-            result = self.workflow.run(source, tissue, roi, progress)
+            result = workflow.run(source, tissue, roi, progress)
         except CysegError:
             record.status = "failed"
             raise
@@ -279,8 +300,7 @@ class JobRun:
             if any(r.focus for r in self.records):
                 files.insert(0, results.write_focus_tiles(self.out / results.FOCUS_NAME, self.records))
             files.insert(0, results.write_summary(self.out / results.SUMMARY_NAME, self.records))
-            files.insert(0, results.write_geojson_file(self.out / results.GEOJSON_NAME, self.records,
-                                                       self.model.class_names))
+            files.insert(0, results.write_geojson_file(self.out / results.GEOJSON_NAME, self.records))
         except OSError as error:
             log.error("cannot write the result files in %s: %s", self.out, error)
         for path in files:
@@ -297,11 +317,11 @@ def run_job(cytomine_job: Any) -> None:
     context = JobContext(cytomine_job.job, cytomine_job.project, cytomine_job.current_user.id, config)
     progress = JobProgress(context.job, 1)
     progress.send(0, "loading the model", force=True)
-    model, digest = load_model(config)
+    models = load_models(config)
     terms = project_terms(context.project)
     check_terms(context.project, config, terms)
     images = project_images(context.project, config.cytomine_id_images)
-    run = JobRun(context, model, digest, images, class_terms(model.class_names, terms))
+    run = JobRun(context, models, images, terms)
     run.run()
     total = sum(len(r.objects) for r in run.records)
     uploaded = sum(r.summary()["uploaded"] for r in run.records)

@@ -29,11 +29,14 @@ WINDOW_FORMAT = "png"  # lossless, so the model sees the slide's own pixels
 class TileSource(abc.ABC):
     """The pixels of one image at one zoom level."""
 
-    def __init__(self, full_width: int, full_height: int, zoom_level: int) -> None:
+    def __init__(self, full_width: int, full_height: int, zoom_level: int,
+                 full_pixel_size_um: float | None = None) -> None:
+        """`full_pixel_size_um`: µm per full-resolution pixel, when the image says (None otherwise)."""
         self.full_width = full_width
         self.full_height = full_height
         self.zoom_level = zoom_level
         self.factor = 2 ** zoom_level
+        self.full_pixel_size_um = full_pixel_size_um
 
     @property
     def width(self) -> int:
@@ -85,7 +88,8 @@ class OpenSlideSource(TileSource):
     def __init__(self, path: Path, zoom_level: int) -> None:
         self.path = path
         self.slide = openslide.OpenSlide(path)
-        super().__init__(*self.slide.dimensions, zoom_level)
+        mpp = self.slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
+        super().__init__(*self.slide.dimensions, zoom_level, float(mpp) if mpp and float(mpp) > 0 else None)
         self.level = self.slide.get_best_level_for_downsample(self.factor * 1.001)
         self.level_downsample = self.slide.level_downsamples[self.level]
 

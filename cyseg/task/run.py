@@ -27,7 +27,7 @@ from cyseg import qupath
 from cyseg.coordinates import from_cytomine, to_cytomine
 from cyseg.errors import CysegError
 from cyseg.job.config import JobConfig
-from cyseg.job.runner import load_model
+from cyseg.job.models import load_models, pick_for_slide
 from cyseg.job.tissue import THUMBNAIL_SIZE, detect_tissue
 from cyseg.job.workflow import RegionResult, Workflow, blurry_regions
 from cyseg.task.descriptor import load_descriptor
@@ -40,12 +40,6 @@ CONFIG_INPUTS = ("threshold", "min_area", "max_area", "tile_size", "tile_overlap
 PROGRESS_STEP = 0.05  # report progress every 5% of the tiles
 
 
-def choose_model(requested: str) -> str:
-    """The model to run for the `model` input. `auto` will choose between the fluorescence and the
-    brightfield model from the slide itself (cyseg.modality); until then it is the default model."""
-    return "default" if requested == "auto" else requested
-
-
 def read_inputs(folder: Path, descriptor: dict[str, Any]) -> dict[str, Any]:
     """Every input of the descriptor, read from `folder` (defaults for the absent optional ones)."""
     return {name: read_parameter(folder, name, spec) for name, spec in descriptor["inputs"].items()}
@@ -53,7 +47,7 @@ def read_inputs(folder: Path, descriptor: dict[str, Any]) -> dict[str, Any]:
 
 def job_config(inputs: dict[str, Any]) -> JobConfig:
     """The job parameters the inputs stand for (the others keep the job's defaults)."""
-    return JobConfig(model=choose_model(inputs["model"]), **{name: inputs[name] for name in CONFIG_INPUTS})
+    return JobConfig(model=inputs["model"], **{name: inputs[name] for name in CONFIG_INPUTS})
 
 
 def region_of_interest(value: dict[str, Any] | None, width: int, height: int) -> BaseGeometry | None:
@@ -112,16 +106,20 @@ def run_task(inputs_dir: Path, outputs_dir: Path, descriptor: dict[str, Any] | N
     inputs = read_inputs(inputs_dir, descriptor)
     config = job_config(inputs)
     log.info("loading model %s", config.model)
-    model, _ = load_model(config)
+    models = load_models(config)
     with tempfile.TemporaryDirectory(prefix="cyseg-task-") as scratch, \
             open_image(inputs["image"], Path(scratch), config.zoom_level) as source:
         roi = region_of_interest(inputs["roi"], source.full_width, source.full_height)
         log.info("image %dx%d px (%s), %s", source.full_width, source.full_height, source.description,
                  "whole image" if roi is None else f"region of interest {roi.bounds}")
-        tissue = detect_tissue(source.thumbnail(THUMBNAIL_SIZE), source.width)
+        thumbnail = source.thumbnail(THUMBNAIL_SIZE)
+        tissue = detect_tissue(thumbnail, source.width)
+        picked = pick_for_slide(models, source, tissue, thumbnail)
+        log.info("%s", picked.describe())
+        model = picked.model
         result = Workflow(model, config).run(source, tissue, roi, TileProgress())
-        summary = {"width": source.full_width, "height": source.full_height, "model": config.model,
-                   "requested_model": inputs["model"], "device": str(model.device),
+        summary = {"width": source.full_width, "height": source.full_height, "model": picked.name,
+                   "requested_model": inputs["model"], "model_choice": picked.to_dict(), "device": str(model.device),
                    "region": "whole image" if roi is None else "region of interest"}
         values = outputs(result, model.class_names, source.full_height, roi, summary, config.simplify_tolerance)
     outputs_dir.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def test_defaults_are_the_jobs() -> None:
     for name in CONFIG_INPUTS:
         assert inputs[name]["default"] == defaults[name], name
         assert inputs[name]["optional"] is True
-    assert inputs["model"]["default"] == "auto"  # the task chooses per image (cyseg.task.run.choose_model)
+    assert inputs["model"]["default"] == "auto"  # the task chooses per image (segmenter.picker)
 
 
 def test_models_offered_are_shipped_segmenters_and_auto() -> None:

@@ -33,11 +33,10 @@ def assert_qupath_feature(feature: dict) -> None:
 
 
 def test_the_jobs_geojson_is_a_qupath_feature_collection_in_top_left_pixels(tmp_path: Path) -> None:
-    record = RegionRecord(7, "slide.svs", HEIGHT, "whole image")
+    record = RegionRecord(7, "slide.svs", HEIGHT, "whole image", class_names=["background", "nucleus"])
     record.set_objects([DetectedObject(to_cytomine(TRIANGLE, HEIGHT), TRIANGLE.area, 1, 0.91234),
                         DetectedObject(to_cytomine(TRIANGLE.buffer(1), HEIGHT), 100.0, 2, None)])
-    collection = json.loads(write_geojson_file(tmp_path / "objects.geojson", [record],
-                                               ["background", "nucleus"]).read_text())
+    collection = json.loads(write_geojson_file(tmp_path / "objects.geojson", [record]).read_text())
     assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 2
     for feature in collection["features"]:
         assert_qupath_feature(feature)

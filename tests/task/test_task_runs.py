@@ -158,7 +158,7 @@ def test_a_real_slide_gives_the_legacy_jobs_objects(shared_data: Path, run_modul
     if not (slides / name).is_file():
         pytest.skip(f"{name} not in {slides}")
     with LocalServer(slides, tmp_path / "server", ROOT / "descriptor.json").in_thread() as server:
-        run, outputs = run_once(server.host, server.private_key, server.images[name])
+        run, outputs = run_once(server.host, server.private_key, server.images[name], model="default")
         assert run["state"] == "FINISHED", run
         job = job_features(run_module, server, server.images[name], slides, tmp_path / "job", monkeypatch)
     assert_same_objects(outputs["nuclei"], job)
