@@ -33,7 +33,7 @@ POOL_SIZE = 32  # connections per host: prefetch threads and the uploader share 
 NETWORK_RETRIES = 6  # for idempotent requests (GET, PUT, DELETE); POSTs are retried by their callers
 RETRY_BACKOFF_S = 0.1  # doubled at each retry (the first is immediate), capped at MAX_BACKOFF_S
 MAX_BACKOFF_S = 2.0
-RETRY_STATUSES = (500, 502, 503, 504)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 _last = threading.local()  # the status of this thread's last answer that was not a success
 
@@ -45,8 +45,9 @@ class ServerError(CysegError):
 class _TimeoutAdapter(HTTPAdapter):
     """An adapter that applies a default timeout to requests sent without one, and retries
     idempotent requests that fail to connect, lose their connection (a server closing an idle
-    keep-alive connection just as it is reused is routine, not a failure) or answer 5xx (a busy
-    gateway, a server restarting)."""
+    keep-alive connection just as it is reused is routine, not a failure), answer 5xx (a busy
+    gateway, a server restarting) or 429, or whose answer is cut short (read here, not by the
+    session, so that it can be retried)."""
 
     def __init__(self, timeout: tuple[float, float]) -> None:
         retries = Retry(total=NETWORK_RETRIES, backoff_factor=RETRY_BACKOFF_S, backoff_max=MAX_BACKOFF_S,
@@ -58,7 +59,17 @@ class _TimeoutAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        return super().send(request, **kwargs)
+        for attempt in range(1, NETWORK_RETRIES + 1):
+            response = super().send(request, **kwargs)
+            if kwargs.get("stream") or request.method not in Retry.DEFAULT_ALLOWED_METHODS:
+                return response
+            try:
+                response.content  # noqa: B018 (read now)
+                return response
+            except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError):
+                log.warning("%s %s: the answer was cut short; retrying", request.method, request.path_url)
+                time.sleep(backoff(attempt, RETRY_BACKOFF_S))
+        return super().send(request, **kwargs)  # the last try, read by the session
 
 
 def harden(client: Cytomine, connect_s: float = CONNECT_TIMEOUT_S, read_s: float = READ_TIMEOUT_S) -> None:
@@ -89,6 +100,8 @@ def describe(error: Exception) -> str:
         return "it stopped answering (timed out)"
     if isinstance(error, requests.ConnectionError):
         return "it cannot be reached (connection failed)"
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "its answer was cut short"
     return f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}".rstrip(": ")
 
 

@@ -3,12 +3,13 @@
     with FaultProxy(server.host, rate=0.15, seed=1) as proxy:
         Cytomine(proxy.host, ...)   # 15% of the requests meet a fault
 
-A request chosen for a fault (drawn from a seeded random stream, among the requests `where` accepts)
-meets one of:
+A request chosen for a fault (drawn from a seeded random stream, among the requests `where` accepts;
+`where` may also name the fault a request meets) meets one of:
 
 - `error`: answered 502 or 503 without being forwarded (a busy gateway);
 - `drop`: forwarded, its answer read, then the connection closed without an answer (the server
   acted, the client sees a failure);
+- `cut`: forwarded, and its answer cut off half-way through the body;
 - `delay`: forwarded after a pause of up to `max_delay_s`.
 
 A request `hold` accepts waits until `release()` (the test does something meanwhile, e.g. kills the
@@ -30,13 +31,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-ERROR, DROP, DELAY = "error", "drop", "delay"
-FAULTS = (ERROR, DROP, DELAY)
+ERROR, DROP, CUT, DELAY = "error", "drop", "cut", "delay"
+FAULTS = (ERROR, DROP, CUT, DELAY)
 HOLD, UNREACHABLE = "hold", "unreachable"  # what the log records for a held request, a server not answering
 SOCKET_TIMEOUT_S = 60.0
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 
 Where = Callable[[str, str], bool]  # (method, path with query) -> whether a request qualifies
+Choose = Callable[[str, str], "bool | str"]  # a `Where`, or the name of the fault the request meets
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class FaultProxy:
     """See the module's notes."""
 
     def __init__(self, upstream: str, rate: float = 0.0, seed: int = 0, *, faults: tuple[str, ...] = FAULTS,
-                 where: Where | None = None, max_delay_s: float = 0.2) -> None:
+                 where: Choose | None = None, max_delay_s: float = 0.2) -> None:
         self.upstream = upstream
         self.rate, self.faults, self.where, self.max_delay_s = rate, faults, where, max_delay_s
         self.hold: Where | None = None
@@ -110,8 +112,8 @@ class FaultProxy:
         with self._lock:
             draw, status, delay = self._random.random(), self._random.choice((502, 503)), self._random.random()
             chosen = self._random.choice(self.faults)
-            qualifies = self.where is None or self.where(method, path)
-            fault = chosen if qualifies and draw < self.rate else None
+            qualifies = True if self.where is None else self.where(method, path)
+            fault = (qualifies if isinstance(qualifies, str) else chosen) if qualifies and draw < self.rate else None
             self.log.append(Seen(method, path, fault))
         return fault, status, delay * self.max_delay_s
 
@@ -134,14 +136,16 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _answer(self, status: int, headers: list, body: bytes) -> None:
+            def _answer(self, status: int, headers: list, body: bytes, cut: bool = False) -> None:
                 self.send_response_only(status)
                 for name, value in headers:
                     if name.lower() not in HOP_BY_HOP:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body[:len(body) // 2] if cut else body)
+                if cut:
+                    self._hang_up()
 
             def _hang_up(self) -> None:
                 self.close_connection = True
@@ -170,7 +174,7 @@ class FaultProxy:
                                         b'{"success": false, "message": "fault proxy: server unreachable"}')
                 if fault == DROP:
                     return self._hang_up()
-                self._answer(*answer)
+                self._answer(*answer, cut=fault == CUT)
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 

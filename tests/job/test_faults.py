@@ -1,5 +1,6 @@
 """The job under faults: the real client and run.py talk to the embedded server through a fault proxy
-(`cyseg.server.fault_proxy`: 502/503 without forwarding, answers lost after the server acted, delays),
+(`cyseg.server.fault_proxy`: 502/503 without forwarding, answers lost or cut short after the server
+acted, delays),
 at start-up, during tiles, during the upload and during the properties; a job killed during its upload
 and run again; the server restarted mid-job. Every test asserts on what the server holds afterwards
 (read directly, not through the proxy): each known nucleus exactly once, each with one score and one
@@ -7,6 +8,7 @@ class, one run record, each job parameter once, and every job in a terminal stat
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
 import socket
@@ -28,7 +30,7 @@ from scipy.spatial import cKDTree
 from cyseg.coordinates import from_cytomine
 from cyseg.demo_slide import DemoSlide
 from cyseg.job import connection, lifecycle, upload
-from cyseg.server.fault_proxy import DROP, ERROR, UNREACHABLE, FaultProxy, Where
+from cyseg.server.fault_proxy import CUT, DROP, ERROR, FAULTS, UNREACHABLE, Choose, FaultProxy, Where
 from cyseg.server.runner import Endpoint, LocalServer
 from .helpers import ROOT, SLIDE_SIZE, connect, image_id, job_argv
 
@@ -62,18 +64,19 @@ def properties_phase(method: str, path: str) -> bool:
 PHASES = {"start-up": startup, "tiles": tiles, "upload": annotations_phase, "properties": properties_phase}
 
 
-def every_other(where: Where) -> Where:
+def every_other(where: Where, faults: tuple[str, ...]) -> Choose:
     """Every second request `where` accepts, counted per method and path (the first try of each faults, its
-    retry gets through)."""
+    retry gets through), meeting each of `faults` in turn."""
     seen: dict[tuple[str, str], int] = {}
+    chosen = itertools.cycle(faults)
     lock = threading.Lock()
 
-    def accepts(method: str, path: str) -> bool:
+    def accepts(method: str, path: str) -> bool | str:
         if not where(method, path):
             return False
         with lock:
             seen[method, path] = seen.get((method, path), 0) + 1
-            return seen[method, path] % 2 == 1
+            return seen[method, path] % 2 == 1 and next(chosen)
 
     return accepts
 
@@ -181,7 +184,7 @@ def test_job_under_random_faults_stores_everything_once_and_a_rerun_adds_nothing
     again, rerun = run(**PARAMETERS)
     assert (again, rerun.status) == (0, TERMINATED), rerun.statusComment
     assert rerun.id != job.id
-    assert {s.fault for s in proxy.faulted()} == {ERROR, DROP, "delay"}
+    assert {s.fault for s in proxy.faulted()} == set(FAULTS)
     assert_server_holds_each_nucleus_once(server, slide)
     assert_every_job_ended(server)
 
@@ -191,10 +194,11 @@ def test_job_under_random_faults_stores_everything_once_and_a_rerun_adds_nothing
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_failures_in_one_phase_are_retried_without_duplicates(
         run: Runner, proxy: FaultProxy, server: Endpoint, slide: DemoSlide, phase: str) -> None:
-    """The first try of every request of the phase fails: a 502/503, or an answer lost after the server acted."""
-    proxy.rate, proxy.faults, proxy.where = 1.0, (ERROR, DROP), every_other(PHASES[phase])
+    """The first try of every request of the phase fails: a 502/503, or an answer lost or cut short after the
+    server acted."""
+    proxy.rate, proxy.where = 1.0, every_other(PHASES[phase], (ERROR, DROP, CUT))
     exit_code, job = run(**PARAMETERS)
-    assert {s.fault for s in proxy.faulted(PHASES[phase])} == {ERROR, DROP}
+    assert {s.fault for s in proxy.faulted(PHASES[phase])} == {ERROR, DROP, CUT}
     assert (exit_code, job.status) == (0, TERMINATED), job.statusComment
     assert_server_holds_each_nucleus_once(server, slide)
     assert_every_job_ended(server)
