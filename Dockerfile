@@ -3,7 +3,9 @@
 # when the container runs with the NVIDIA runtime (docker --gpus all, singularity --nv) and the CPU otherwise.
 # Stage 1: compile FocusLiteNN's 8-bit convolution (segmenter/_focus_conv.c) with the same setup.py
 # that `make` (and so CI) builds in place; only the compiled module goes on to the image.
-# BASE: the Python 3.11 base image (a local Debian-based build of it where registries are out of reach).
+# BASE: the Python 3.11 base image (a local Debian-based build of it where registries are out of reach:
+# scripts/build_image.sh). Where pip needs a CA bundle of the machine's to reach its index, pass it as the
+# BuildKit secret `ca` (docker build --secret id=ca,src=FILE): it is mounted for the pip steps only, in no layer.
 ARG BASE=python:3.11.13-slim-bookworm
 FROM ${BASE} AS build
 # hadolint ignore=DL3008
@@ -12,7 +14,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
 WORKDIR /src
 COPY pyproject.toml setup.py README.md /src/
 COPY segmenter/_focus_conv.c /src/segmenter/
-RUN pip install --no-cache-dir setuptools==84.2.1 && python setup.py build_ext --inplace
+RUN --mount=type=secret,id=ca \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && pip install --no-cache-dir setuptools==84.2.1 && python setup.py build_ext --inplace
 
 FROM ${BASE}
 
@@ -32,7 +36,9 @@ WORKDIR /app
 
 # Dependencies first: the same pinned file as CI, in its own layer so code changes rebuild quickly.
 COPY requirements.txt /app/requirements.txt
-RUN pip install --no-cache-dir -r /app/requirements.txt
+RUN --mount=type=secret,id=ca \
+    if [ -f /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && pip install --no-cache-dir -r /app/requirements.txt
 
 COPY cyseg /app/cyseg
 COPY segmenter /app/segmenter
