@@ -1,0 +1,120 @@
+"""Brightfield nuclei: `model=auto` against the fluorescence default and a hematoxylin + Otsu + watershed
+baseline, at 40× and 20×, with the pixel size known or left for cyseg to estimate; and the Mpix/s of the
+brightfield and the fluorescence model, side by side on the same tile.
+
+    .venv/bin/python benchmarks/brightfield_bench.py [--data ../shared/data] [--out benchmarks/results/brightfield.json]
+
+Images: the seven `he_train` validation tiles of `scripts/train_brightfield.py` (one per organ, seven
+patients never trained on; they chose the checkpoint, so these are selection numbers, not a held-out
+test), at their own 40× (0.25 µm/px) and downsampled to 20× (0.5 µm/px, area averaging, labels by
+nearest neighbour). F1 and AP at IoU ≥ 0.5, Dice of the foreground, count error (MAPE), pooled over
+the tiles. Writes the JSON and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+from skimage.color import rgb2hed
+from skimage.filters import threshold_otsu
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from metrics import evaluate_image, summarize  # noqa: E402
+from scripts.train_brightfield import HE_PIXEL_SIZE_UM, VAL_TILES  # noqa: E402
+from segmenter.picker import ModelPicker  # noqa: E402
+from transforms import PostProcess  # noqa: E402
+
+MAGNIFICATIONS = {"40x": 1.0, "20x": 0.5}  # resampling of the 40× tiles
+SPEED_TILE = 1024
+SPEED_REPEATS = 3
+
+
+def tiles(data: Path, factor: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    out = []
+    for stem in VAL_TILES:
+        image = tifffile.imread(data / "he_train" / "images" / f"{stem}.tif")
+        labels = tifffile.imread(data / "he_train" / "labels" / f"{stem}.tif").astype(np.int32)
+        if factor != 1.0:
+            size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT)
+        out.append((stem, image, labels))
+    return out
+
+
+def hematoxylin_watershed(image: np.ndarray, pixel_size_um: float) -> np.ndarray:
+    """The classical baseline: hematoxylin optical density (scikit-image's stain vectors), Otsu's threshold,
+    distance-transform watershed with markers about a nucleus radius apart (3 µm)."""
+    hematoxylin = rgb2hed(image)[..., 0]
+    low, high = np.percentile(hematoxylin, (1, 99.8))
+    unit = np.clip((hematoxylin - low) / max(high - low, 1e-6), 0, 1)
+    radius = max(2, round(1.5 / pixel_size_um))
+    return PostProcess(threshold=float(threshold_otsu(unit)), min_distance=radius,
+                       min_size=round(np.pi * radius ** 2 / 4), open_radius=1)(unit)
+
+
+def score(found: list[tuple[np.ndarray, np.ndarray | None]], truth: list[np.ndarray]) -> dict:
+    return summarize(evaluate_image(labels, true, scores) for (labels, scores), true in zip(found, truth))
+
+
+def mpix_per_s(picker: ModelPicker, name: str, image: np.ndarray) -> float:
+    _, model = picker.load(name)
+    model.instances(image)  # warm-up
+    seconds = []
+    for _ in range(SPEED_REPEATS):
+        start = time.perf_counter()
+        model.instances(image)
+        seconds.append(time.perf_counter() - start)
+    return image.shape[0] * image.shape[1] / 1e6 / float(np.median(seconds))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "brightfield.json")
+    args = parser.parse_args()
+    auto, default = ModelPicker("auto"), ModelPicker("default")
+    results: dict = {"machine": platform.processor() or platform.machine(), "tiles": VAL_TILES, "scores": {}}
+    for magnification, factor in MAGNIFICATIONS.items():
+        samples = tiles(args.data, factor)
+        truth = [labels for _, _, labels in samples]
+        pixel_size = HE_PIXEL_SIZE_UM / factor
+        runs = {}
+        for known in (False, True):
+            picks = [auto.pick(image, pixel_size if known else None) for _, image, _ in samples]
+            found = [p.model.instances(image) for p, (_, image, _) in zip(picks, samples)]
+            runs["auto, pixel size " + ("given" if known else "estimated")] = score(
+                [(f.labels, f.scores) for f in found], truth) | {
+                "models": sorted({p.name for p in picks}),
+                "estimated_um": [p.pixel_size_um for p in picks] if not known else None}
+        found = [default.pick(image).model.instances(image) for _, image, _ in samples]
+        runs["default (fluorescence)"] = score([(f.labels, f.scores) for f in found], truth)
+        runs["hematoxylin + Otsu + watershed"] = score(
+            [(hematoxylin_watershed(image, pixel_size), None) for _, image, _ in samples], truth)
+        results["scores"][magnification] = runs
+    tile = tiles(args.data, 1.0)[0][1][:SPEED_TILE, :SPEED_TILE]
+    results["mpix_per_s"] = {name: mpix_per_s(auto, name, tile) for name in ("he", "default")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"| magnification | method | F1 | AP@0.5 | Dice | count MAPE % |\n|---|---|---|---|---|---|")
+    for magnification, runs in results["scores"].items():
+        for method, m in runs.items():
+            print(f"| {magnification} | {method} | {m['f1']:.3f} | {m['ap50']:.3f} | {m['dice']:.3f} | "
+                  f"{m['count_mape']:.1f} |")
+    print("Mpix/s (1024² H&E tile, torch backend, this CPU): " +
+          ", ".join(f"{k} {v:.2f}" for k, v in results["mpix_per_s"].items()))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
