@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.training_arguments import training_parser  # noqa: E402
 from segmenter.checkpoint import Checkpoint  # noqa: E402
 from segmenter.registry import SHIPPED, WEIGHTS_DIR  # noqa: E402
 from segmenter.training import TrainConfig, train  # noqa: E402
@@ -52,23 +53,19 @@ def config_for(data: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser = training_parser(__doc__.splitlines()[0], epochs=40)
     parser.add_argument("--pixel-size", type=float, default=PIXEL_SIZE_UM, help="µm/px the model runs at")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--init-from", default=None, help="a checkpoint of the same architecture to start from")
     parser.add_argument("--tune", action="store_true", help="tune the post-processing on the validation tiles")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / SHIPPED["he"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_for(args.data, args.out, args)
     checkpoint = train(config)
     print(json.dumps(checkpoint.metrics, indent=1))
-    print(f"wrote {args.out} ({date.today().isoformat()}); now run scripts/he_card.py for the card")
+    print(f"wrote {args.out} ({date.today().isoformat()}); measure it with benchmarks/brightfield_bench.py "
+          f"and record the numbers in its card (segmenter/weights/unet-he.md)")
     return 0
 
 

@@ -7,7 +7,6 @@ evaluation report on bbbc039/val under runs/default-eval/.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.training_arguments import training_parser  # noqa: E402
 from segmenter.checkpoint import Checkpoint  # noqa: E402
 from segmenter.registry import SHIPPED, WEIGHTS_DIR  # noqa: E402
 from segmenter.training import TrainConfig, train  # noqa: E402
@@ -77,13 +77,7 @@ Evaluate again: `cyseg evaluate --model default --images ../shared/data/bbbc039/
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--steps-per-epoch", type=int, default=50)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args()
+    args = training_parser(__doc__.splitlines()[0], epochs=24).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = WEIGHTS_DIR / SHIPPED["default"]
     config = TrainConfig(data=[str(args.data / "bbbc039" / "train")], out=str(out), depth=4,
