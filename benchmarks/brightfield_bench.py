@@ -1,6 +1,7 @@
 """Brightfield nuclei: `model=auto` against the fluorescence default and a hematoxylin + Otsu + watershed
 baseline, at 40× and 20×, with the pixel size known or left for cyseg to estimate; and the Mpix/s of the
-brightfield and the fluorescence model, side by side on the same tile.
+brightfield and the fluorescence model, side by side on the same tile; and how often the focus classifier
+(FocusLiteNN) calls stained tissue blurry, in focus and under synthetic defocus.
 
     .venv/bin/python benchmarks/brightfield_bench.py [--data ../shared/data] [--out benchmarks/results/brightfield.json]
 
@@ -31,11 +32,14 @@ sys.path.insert(0, str(ROOT))
 from metrics import evaluate_image, summarize  # noqa: E402
 from scripts.train_brightfield import HE_PIXEL_SIZE_UM, VAL_TILES  # noqa: E402
 from segmenter.picker import ModelPicker  # noqa: E402
-from transforms import PostProcess  # noqa: E402
+from segmenter.focus import load_focus_classifier  # noqa: E402
+from transforms import PostProcess, defocus  # noqa: E402
 
 MAGNIFICATIONS = {"40x": 1.0, "20x": 0.5}  # resampling of the 40× tiles
 SPEED_TILE = 1024
 SPEED_REPEATS = 3
+FOCUS_LEVELS = (0, 2, 4, 8)  # defocus radius, px at 40×
+FOCUS_CROP = 512
 
 
 def tiles(data: Path, factor: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -101,6 +105,13 @@ def main() -> int:
         runs["hematoxylin + Otsu + watershed"] = score(
             [(hematoxylin_watershed(image, pixel_size), None) for _, image, _ in samples], truth)
         results["scores"][magnification] = runs
+    classifier = load_focus_classifier()
+    crops = [image[y:y + FOCUS_CROP, x:x + FOCUS_CROP] for _, image, _ in tiles(args.data, 1.0)
+             for y in (0, FOCUS_CROP // 2) for x in (0, FOCUS_CROP // 2)]
+    results["focus_blurry_share"] = {
+        f"defocus {level} px": float(np.mean(classifier.classify_batch(
+            [defocus(crop, level, seed=i) if level else crop for i, crop in enumerate(crops)])))
+        for level in FOCUS_LEVELS}
     tile = tiles(args.data, 1.0)[0][1][:SPEED_TILE, :SPEED_TILE]
     results["mpix_per_s"] = {name: mpix_per_s(auto, name, tile) for name in ("he", "default")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +123,8 @@ def main() -> int:
                   f"{m['count_mape']:.1f} |")
     print("Mpix/s (1024² H&E tile, torch backend, this CPU): " +
           ", ".join(f"{k} {v:.2f}" for k, v in results["mpix_per_s"].items()))
+    print("focus classifier, share of 512² H&E crops called blurry: " +
+          ", ".join(f"{k} {v:.0%}" for k, v in results["focus_blurry_share"].items()))
     print(f"-> {args.out}")
     return 0
 
