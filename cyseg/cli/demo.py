@@ -33,8 +33,8 @@ def register(subparsers) -> None:
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--slide", type=Path, default=None,
                         help="slide to segment (default: a generated synthetic slide with known nuclei)")
-    parser.add_argument("--width", type=int, default=4096, help="size of the generated slide")
-    parser.add_argument("--height", type=int, default=3072)
+    parser.add_argument("--width", type=int, default=3072, help="size of the generated slide")
+    parser.add_argument("--height", type=int, default=2048)
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
@@ -157,7 +157,7 @@ def _run_task(endpoint, slide: Path, args: argparse.Namespace):
 def _follow(process: subprocess.Popen, project_id: int, jobs_of):
     """Show the job's progress until the process ends; the job (None if it never appeared)."""
     job = None
-    with tqdm(total=100, desc="job", unit="%") as bar:
+    with tqdm(total=100, desc="job", unit="%", disable=None) as bar:  # a bar on a terminal only
         while process.poll() is None:
             time.sleep(0.5)
             found = sorted(jobs_of(project=project_id).fetch(), key=lambda j: j.id)
