@@ -1,15 +1,13 @@
 """The job under faults: the real client and run.py talk to the embedded server through a fault proxy
 (`cyseg.server.fault_proxy`: 502/503 without forwarding, answers lost or cut short after the server
-acted, delays),
-at start-up, during tiles, during the upload and during the properties; a job killed during its upload
-and run again; the server restarted mid-job. Every test asserts on what the server holds afterwards
+acted, delays), at start-up, during tiles, during the upload and during the properties; a job killed
+during its upload and run again; the server restarted mid-job. Every test asserts on what the server holds afterwards
 (read directly, not through the proxy): each known nucleus exactly once, each with one score and one
 class, one run record, each job parameter once, and every job in a terminal state with a message."""
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import signal
 import socket
 import subprocess
@@ -267,9 +265,8 @@ def test_job_killed_during_its_upload_is_completed_by_a_rerun_and_by_its_own_res
     TERMINATED, both under random faults, and nothing is stored twice."""
     proxy.hold = properties_phase
     code = "import sys, run, tests.job.helpers; sys.exit(run.main(sys.argv[1:]))"
-    environment = {**os.environ, "CYSEG_OUTPUT_DIR": os.environ["CYSEG_OUTPUT_DIR"]}
-    with subprocess.Popen([sys.executable, "-c", code, *run.argv()], cwd=ROOT, env=environment,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as child:
+    with subprocess.Popen([sys.executable, "-c", code, *run.argv()], cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as child:
         try:
             assert proxy.held.wait(120), "the job never reached its property requests"
         finally:
