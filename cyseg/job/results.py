@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cytomine.models import AttachedFile
+import requests
+from cytomine.models import AttachedFile, AttachedFileCollection
 from PIL import Image, ImageDraw
 from shapely import affinity
 from shapely.geometry import Polygon, box
@@ -22,7 +23,7 @@ from cyseg.coordinates import from_cytomine, to_cytomine
 from cyseg.job.connection import call
 from cyseg.job.objects import DetectedObject
 from cyseg.job.timing import StageTimes
-from cyseg.job.upload import DUPLICATE, NOT_UPLOADED, UPLOADED
+from cyseg.job.upload import ATTEMPTS, BACKOFF_S, DUPLICATE, NOT_UPLOADED, UPLOADED
 from cyseg.job.workflow import TileFocus
 from cyseg.polygons import feature_collection, write_geojson
 
@@ -164,7 +165,19 @@ def write_overlay(path: Path, thumbnail: np.ndarray, full_width: int, records: l
 
 
 def attach(job: Any, path: Path) -> None:
-    """Attach a file to the job."""
-    call(f"attaching {path.name} to job {job.id}",
-         lambda: AttachedFile(job, file=str(path), filename=path.name).upload())
+    """Attach a file to the job, once: before a retry the job's files are listed, and a file of that name
+    already there (the answer to an upload that did arrive was lost) is not sent again."""
+    stored = False
+
+    def upload() -> bool:
+        return stored or AttachedFile(job, file=str(path), filename=path.name).upload()
+
+    def check() -> None:
+        nonlocal stored
+        try:
+            stored = any(f.filename == path.name for f in AttachedFileCollection(job).fetch() or [])
+        except requests.RequestException as error:
+            log.warning("cannot list the files of job %s before retrying (%s)", job.id, error)
+
+    call(f"attaching {path.name} to job {job.id}", upload, attempts=ATTEMPTS, backoff_s=BACKOFF_S, before_retry=check)
     log.info("attached %s to job %s", path.name, job.id)

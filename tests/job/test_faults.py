@@ -22,12 +22,14 @@ from types import ModuleType
 import numpy as np
 import pytest
 import shapely
-from cytomine.models import AnnotationCollection, ImageInstance, Job, JobCollection, PropertyCollection, User
+from cytomine.models import (AnnotationCollection, AttachedFileCollection, ImageInstance, Job, JobCollection,
+                              PropertyCollection, User)
 from scipy.spatial import cKDTree
 
 from cyseg.coordinates import from_cytomine
 from cyseg.demo_slide import DemoSlide
 from cyseg.job import connection, lifecycle, upload
+from cyseg.job.results import SUMMARY_NAME
 from cyseg.server.fault_proxy import CUT, DROP, ERROR, FAULTS, UNREACHABLE, Choose, FaultProxy, Where
 from cyseg.server.runner import Endpoint, LocalServer
 from .helpers import ROOT, SLIDE_SIZE, connect, image_id, job_argv
@@ -59,7 +61,13 @@ def properties_phase(method: str, path: str) -> bool:
     return "annotationposition.json" in path or "Annotation/" in path and path.endswith("/property.json")
 
 
-PHASES = {"start-up": startup, "tiles": tiles, "upload": annotations_phase, "properties": properties_phase}
+def results_phase(method: str, path: str) -> bool:
+    """The result files attached to the job (listed, sent)."""
+    return "attachedfile" in path.lower()
+
+
+PHASES = {"start-up": startup, "tiles": tiles, "upload": annotations_phase, "properties": properties_phase,
+          "results": results_phase}
 
 
 def every_other(where: Where, faults: tuple[str, ...]) -> Choose:
@@ -170,6 +178,9 @@ def assert_every_job_ended(server: Endpoint) -> None:
         assert job.status == TERMINATED or job.statusComment
         parameters = [p["softwareParameter"] for p in job.jobParameters or []]
         assert len(parameters) == len(set(parameters))
+        files = [f.filename for f in AttachedFileCollection(job).fetch()]
+        assert len(files) == len(set(files)), (job.id, files)
+        assert job.status == FAILED or SUMMARY_NAME in files
 
 
 # --- seeded faults on every request -----------------------------------------------------------------
