@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 import segmenter  # noqa: E402
 from cyseg.coordinates import from_cytomine  # noqa: E402
-from cyseg.job.config import JobConfig  # noqa: E402
-from cyseg.job.merge import InstanceMerger, Merger, SemanticTileMerger  # noqa: E402
-from cyseg.job.source import TileSource  # noqa: E402
-from cyseg.job.tissue import everywhere  # noqa: E402
-from cyseg.job.workflow import Workflow  # noqa: E402
+from cyseg.pipeline.config import JobConfig  # noqa: E402
+from cyseg.pipeline.merge import InstanceMerger, Merger, SemanticTileMerger  # noqa: E402
+from cyseg.pipeline.source import TileSource  # noqa: E402
+from cyseg.pipeline.tissue import everywhere  # noqa: E402
+from cyseg.pipeline.workflow import Workflow  # noqa: E402
 from cyseg.polygons import label_polygons  # noqa: E402
 from cyseg.synthetic import Nucleus, random_nuclei, render  # noqa: E402
 from segmenter.base import Instances, Segmenter  # noqa: E402

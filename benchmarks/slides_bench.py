@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cyseg.job.descriptor import command_line, load_descriptor  # noqa: E402
-from cyseg.job.results import SUMMARY_NAME, overlay_name  # noqa: E402
+from cyseg.pipeline.results import SUMMARY_NAME, overlay_name  # noqa: E402
 from cyseg.server.runner import LocalServer  # noqa: E402
 
 

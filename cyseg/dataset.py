@@ -36,10 +36,10 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from cyseg.coordinates import from_cytomine
+from cyseg.cytomine.connection import call, host
+from cyseg.cytomine.images import image_name, max_zoom_level
+from cyseg.cytomine.source import open_source
 from cyseg.errors import CysegError
-from cyseg.job.connection import call, host
-from cyseg.job.runner import image_name, max_zoom_level
-from cyseg.job.source import open_source
 from transforms import Augmenter, relabel_consecutive
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ def connect(host: str, public_key: str, private_key: str) -> Any:
     import requests
     from cytomine import Cytomine
 
-    from cyseg.job.connection import describe, harden
+    from cyseg.cytomine.connection import describe, harden
 
     url = host if "://" in host else f"http://{host}"  # the client's default protocol
     try:

@@ -178,7 +178,7 @@ def _report(results: Path, job, slide: Path):
     from cytomine.models import AnnotationCollection
 
     from cyseg.coordinates import from_cytomine
-    from cyseg.job.results import GEOJSON_NAME, SUMMARY_NAME, overlay_name
+    from cyseg.pipeline.results import GEOJSON_NAME, SUMMARY_NAME, overlay_name
 
     with (results / SUMMARY_NAME).open() as stream:
         for row in csv.DictReader(stream):

@@ -35,15 +35,16 @@ from sldc_cytomine import CytomineSlide, CytomineTileBuilder
 
 import segmenter
 from cyseg.coordinates import to_cytomine
-from cyseg.job.config import JobConfig
-from cyseg.job.connection import harden
-from cyseg.job.models import forward_batch_size
-from cyseg.job.source import OpenSlideSource, TileSource, WindowSource
-from cyseg.job.tiles import tile_pixels
-from cyseg.job.timing import StageTimes
-from cyseg.job.tissue import THUMBNAIL_SIZE, detect_tissue, everywhere
+from cyseg.cytomine.connection import harden
+from cyseg.cytomine.source import WindowSource
 from cyseg.job.upload import ImageUploader
-from cyseg.job.workflow import Workflow
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.models import forward_batch_size
+from cyseg.pipeline.source import OpenSlideSource, TileSource
+from cyseg.pipeline.tiles import tile_pixels
+from cyseg.pipeline.timing import StageTimes
+from cyseg.pipeline.tissue import THUMBNAIL_SIZE, detect_tissue, everywhere
+from cyseg.pipeline.workflow import Workflow
 from cyseg.server.runner import Endpoint, LocalServer
 
 log = logging.getLogger(__name__)

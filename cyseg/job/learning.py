@@ -12,9 +12,9 @@ from typing import Any
 from cyseg.dataset import MANIFEST_NAME as DATASET_MANIFEST
 from cyseg.dataset import DatasetConfig, Selection, build_dataset, split_folders
 from cyseg.errors import CysegError
-from cyseg.job import results
-from cyseg.job.config import JobConfig
 from cyseg.job.progress import JobProgress
+from cyseg.job.upload import attach
+from cyseg.pipeline.config import JobConfig
 from segmenter.training import TrainConfig
 
 MANIFEST_NAME = "cyseg-dataset-manifest.json"
@@ -41,7 +41,7 @@ class LearningRun:
     def attach(self, *paths: Path) -> None:
         """Attach files to the job (a failure fails the job: these files are what it is for)."""
         for path in paths:
-            results.attach(self.job, path)
+            attach(self.job, path)
 
 
 def build(run: LearningRun, start: float, end: float) -> tuple[Path, dict[str, Any]]:

@@ -33,8 +33,8 @@ from cytomine.cytomine import _cytomine_parameter_name_synonyms
 from cytomine.models import (CurrentUser, Job, JobCollection, JobParameter, Project, Software,
                              SoftwareParameterCollection, User)
 
+from cyseg.cytomine.connection import ServerError, call, describe, harden
 from cyseg.errors import CysegError
-from cyseg.job.connection import ServerError, call, describe, harden
 
 log = logging.getLogger(__name__)
 

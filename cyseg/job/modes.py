@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from cyseg.idi import SUMMARY_NAME, IDIConfig, improve
-from cyseg.job.config import JobConfig
 from cyseg.job.learning import (HISTORY_NAME, MANIFEST_NAME, MODEL_NAME, LearningRun, build, recipe, stage,
                                 training_folders, zip_folder)
 from cyseg.job.progress import JobProgress
 from cyseg.job.runner import output_dir, run_job
+from cyseg.pipeline.config import JobConfig
 from segmenter.training import train
 
 DATASET_ZIP = "cyseg-dataset.zip"

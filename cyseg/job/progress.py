@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from cyseg.job.connection import call
+from cyseg.cytomine.connection import call
 
 log = logging.getLogger(__name__)
 

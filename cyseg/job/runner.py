@@ -3,9 +3,7 @@ result files attached to the job. `run.py` calls `run_job` inside `with Cytomine
 the job FAILED with the message of any exception that escapes (so messages say what went wrong)."""
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import os
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -15,29 +13,31 @@ from typing import Any
 
 import numpy as np
 import requests
-from cytomine.models import AnnotationCollection, ImageInstance, ImageInstanceCollection, TermCollection
+from cytomine.models import AnnotationCollection, ImageInstance, TermCollection
 from shapely import wkt
 from shapely.geometry.base import BaseGeometry
 
 import segmenter
 from cyseg.coordinates import from_cytomine
+from cyseg.cytomine.connection import call, describe, host
+from cyseg.cytomine.images import cytomine_pixel_size_um, image_name, max_zoom_level, project_images
+from cyseg.cytomine.source import open_source
 from cyseg.errors import CysegError
-from cyseg.job import results
-from cyseg.job.config import JobConfig
-from cyseg.job.models import load_models, model_digest, pick_for_slide
-from cyseg.job.connection import call, describe, host
+from cyseg.job.models import resolve_model
 from cyseg.job.progress import JobProgress
-from cyseg.job.results import RegionRecord
-from cyseg.job.source import TileSource, open_source
-from cyseg.job.tissue import THUMBNAIL_SIZE, TissueMask, detect_tissue, everywhere
-from cyseg.job.upload import ImageUploader, UploadError
-from cyseg.job.workflow import Workflow, blurry_regions
+from cyseg.job.upload import ImageUploader, UploadError, attach
+from cyseg.pipeline import results
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.models import load_models, model_digest, pick_for_slide
+from cyseg.pipeline.results import RegionRecord
+from cyseg.pipeline.source import TileSource
+from cyseg.pipeline.tissue import THUMBNAIL_SIZE, TissueMask, detect_tissue, everywhere
+from cyseg.pipeline.workflow import Workflow, blurry_regions
 from segmenter.picker import ModelPicker, Picked
 
 log = logging.getLogger(__name__)
 
 OUTPUT_VARIABLE = "CYSEG_OUTPUT_DIR"  # where result files are written before being attached
-TILE_PIXELS = 256  # Cytomine's pyramid tile size, which defines its zoom levels
 
 
 @dataclass
@@ -48,38 +48,6 @@ class JobContext:
     project: Any  # cytomine.models.Project
     user_id: int
     config: JobConfig
-
-
-def max_zoom_level(image: ImageInstance) -> int:
-    """The image's lowest resolution as a zoom level (Cytomine's `zoom`; computed when absent)."""
-    if image.zoom is not None:
-        return int(image.zoom)
-    return max(0, math.ceil(math.log2(max(image.width, image.height) / TILE_PIXELS)))
-
-
-def image_name(image: ImageInstance) -> str:
-    return str(getattr(image, "instanceFilename", None) or getattr(image, "originalFilename", None) or image.id)
-
-
-def cytomine_pixel_size_um(image: ImageInstance) -> float | None:
-    """The µm per full-resolution pixel of an image as Cytomine records it (None when it does not)."""
-    size = getattr(image, "physicalSizeX", None) or getattr(image, "resolution", None)
-    return float(size) if size else None
-
-
-def project_images(project: Any, wanted: tuple[int, ...]) -> list[ImageInstance]:
-    """The images to segment, in the order asked (all the project's when none are)."""
-    images = call(f"listing the images of project {project.id}",
-                  lambda: ImageInstanceCollection().fetch_with_filter("project", project.id))
-    by_id = {image.id: image for image in images}
-    missing = [i for i in wanted if i not in by_id]
-    if missing:
-        raise CysegError(f"image(s) {', '.join(map(str, missing))} not in project {project.id} "
-                         f"(its images: {', '.join(map(str, sorted(by_id))) or 'none'})")
-    chosen = [by_id[i] for i in dict.fromkeys(wanted)] if wanted else list(images)
-    if not chosen:
-        raise CysegError(f"project {project.id} has no images to segment")
-    return chosen
 
 
 def project_terms(project: Any) -> dict[int, str]:
@@ -305,7 +273,7 @@ class JobRun:
             log.error("cannot write the result files in %s: %s", self.out, error)
         for path in files:
             try:
-                results.attach(self.context.job, path)
+                attach(self.context.job, path)
             except CysegError as error:
                 log.error("%s", error)
         log.info("result files in %s", self.out)
@@ -317,7 +285,7 @@ def run_job(cytomine_job: Any) -> None:
     context = JobContext(cytomine_job.job, cytomine_job.project, cytomine_job.current_user.id, config)
     progress = JobProgress(context.job, 1)
     progress.send(0, "loading the model", force=True)
-    models = load_models(config)
+    models = load_models(config, resolve_model)
     terms = project_terms(context.project)
     check_terms(context.project, config, terms)
     images = project_images(context.project, config.cytomine_id_images)

@@ -30,6 +30,8 @@ Requests, and what is checked before a retry (a POST whose answer was lost may h
 Retries are bounded (`ATTEMPTS` per request, back-off capped, see `connection.call`) and run
 concurrently with the other requests, so faults cost a few back-offs, not one per object.
 `on_progress(done, total)` is told, in objects, after each request.
+
+The job's result files (`cyseg.pipeline.results`) are attached the same way, once: `attach`.
 """
 from __future__ import annotations
 
@@ -39,16 +41,20 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
+import requests
 import shapely
 from cytomine import Cytomine
-from cytomine.models import Annotation, AnnotationCollection, ImageInstance, Property, PropertyCollection
+from cytomine.models import (Annotation, AnnotationCollection, AttachedFile, AttachedFileCollection, ImageInstance,
+                             Property, PropertyCollection)
 from scipy.spatial import cKDTree
 
-from cyseg.job.connection import ServerError, call, host
-from cyseg.job.objects import DetectedObject
+from cyseg.cytomine.connection import ServerError, call, host
+from cyseg.pipeline.objects import DetectedObject
+from cyseg.pipeline.results import DUPLICATE, NOT_UPLOADED, UPLOADED
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +70,6 @@ MANIFEST_PREFIX = "cyseg.run."
 SCORE_PROPERTIES = True  # attach cyseg.score and cyseg.class to every annotation
 SCORE_KEY, CLASS_KEY = "cyseg.score", "cyseg.class"
 SCORE_DECIMALS = 4
-
-UPLOADED, DUPLICATE, NOT_UPLOADED = "uploaded", "duplicate", "not uploaded"
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
@@ -377,3 +381,22 @@ def _each(pool: ThreadPoolExecutor, function: Callable[[T], None], items: Iterab
     for future in futures:
         if future.exception() is not None:
             raise future.exception()
+
+
+def attach(job: Any, path: Path) -> None:
+    """Attach a file to the job, once: before a retry the job's files are listed, and a file of that name
+    already there (the answer to an upload that did arrive was lost) is not sent again."""
+    stored = False
+
+    def upload() -> bool:
+        return stored or AttachedFile(job, file=str(path), filename=path.name).upload()
+
+    def check() -> None:
+        nonlocal stored
+        try:
+            stored = any(f.filename == path.name for f in AttachedFileCollection(job).fetch() or [])
+        except requests.RequestException as error:
+            log.warning("cannot list the files of job %s before retrying (%s)", job.id, error)
+
+    call(f"attaching {path.name} to job {job.id}", upload, attempts=ATTEMPTS, backoff_s=BACKOFF_S, before_retry=check)
+    log.info("attached %s to job %s", path.name, job.id)

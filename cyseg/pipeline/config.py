@@ -1,4 +1,5 @@
-"""The job's parameters: one dataclass whose fields are exactly the user inputs of `descriptor.json`.
+"""The job's parameters: one dataclass whose fields are exactly the user inputs of `descriptor.json`
+(the task sets those it takes, `cyseg.task.run.job_config`).
 
 Each field names its Cytomine parameter type in its metadata; `tests/job` checks that the
 descriptor agrees on every name, type and default. Values arrive as text from the job's command

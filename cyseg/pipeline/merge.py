@@ -19,7 +19,7 @@ import sldc
 from shapely.geometry import LineString, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from cyseg.job.tiles import TilePolygons, polygon_parts, region_size, tile_box
+from cyseg.pipeline.tiles import TilePolygons, polygon_parts, region_size, tile_box
 
 SAME_OBJECT = 0.5  # intersection over the smaller area above which two objects of two tiles are one
 AGREEMENT = 0.5  # IoU, where their tiles meet, above which two cut pieces are parts of one object

@@ -9,8 +9,8 @@ from shapely.geometry import Polygon
 from shapely.prepared import prep
 
 from cyseg.coordinates import to_cytomine
-from cyseg.job.merge import MergedObject
-from cyseg.job.tiles import polygon_parts
+from cyseg.pipeline.merge import MergedObject
+from cyseg.pipeline.tiles import polygon_parts
 
 
 @dataclass(frozen=True)

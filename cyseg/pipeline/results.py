@@ -1,18 +1,15 @@
 """What a job leaves behind besides annotations: a GeoJSON of every object, a CSV summary per image
 and region, an overlay thumbnail per image and, for a focus-gated model, a GeoJSON of where each of
-its models ran; written locally and attached to the job."""
+its models ran; written locally (the job attaches them, `cyseg.job.upload.attach`)."""
 from __future__ import annotations
 
 import csv
-import logging
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
-from cytomine.models import AttachedFile, AttachedFileCollection
 from PIL import Image, ImageDraw
 from shapely import affinity
 from shapely.geometry import Polygon, box
@@ -20,15 +17,12 @@ from shapely.geometry.base import BaseGeometry
 
 from cyseg import qupath
 from cyseg.coordinates import from_cytomine, to_cytomine
-from cyseg.job.connection import call
-from cyseg.job.objects import DetectedObject
-from cyseg.job.timing import StageTimes
-from cyseg.job.upload import ATTEMPTS, BACKOFF_S, DUPLICATE, NOT_UPLOADED, UPLOADED
-from cyseg.job.workflow import TileFocus
+from cyseg.pipeline.objects import DetectedObject
+from cyseg.pipeline.timing import StageTimes
+from cyseg.pipeline.workflow import TileFocus
 from cyseg.polygons import feature_collection, write_geojson
 
-log = logging.getLogger(__name__)
-
+UPLOADED, DUPLICATE, NOT_UPLOADED = "uploaded", "duplicate", "not uploaded"  # an object's upload status
 GEOJSON_NAME = "cyseg-objects.geojson"
 SUMMARY_NAME = "cyseg-summary.csv"
 FOCUS_NAME = "cyseg-focus-tiles.geojson"
@@ -162,22 +156,3 @@ def write_overlay(path: Path, thumbnail: np.ndarray, full_width: int, records: l
             _draw(draw, obj.polygon, record.image_height, scale, OBJECT_COLOUR, 1)
     picture.save(path)
     return path
-
-
-def attach(job: Any, path: Path) -> None:
-    """Attach a file to the job, once: before a retry the job's files are listed, and a file of that name
-    already there (the answer to an upload that did arrive was lost) is not sent again."""
-    stored = False
-
-    def upload() -> bool:
-        return stored or AttachedFile(job, file=str(path), filename=path.name).upload()
-
-    def check() -> None:
-        nonlocal stored
-        try:
-            stored = any(f.filename == path.name for f in AttachedFileCollection(job).fetch() or [])
-        except requests.RequestException as error:
-            log.warning("cannot list the files of job %s before retrying (%s)", job.id, error)
-
-    call(f"attaching {path.name} to job {job.id}", upload, attempts=ATTEMPTS, backoff_s=BACKOFF_S, before_retry=check)
-    log.info("attached %s to job %s", path.name, job.id)

@@ -27,9 +27,9 @@ from scipy import ndimage
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from cyseg.job.source import TileSource
-from cyseg.job.timing import StageTimes
-from cyseg.job.tissue import TissueMask
+from cyseg.pipeline.source import TileSource
+from cyseg.pipeline.timing import StageTimes
+from cyseg.pipeline.tissue import TissueMask
 from cyseg.polygons import label_polygons
 from segmenter.base import Instances
 

@@ -18,14 +18,14 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from cyseg.coordinates import to_cytomine
-from cyseg.job.config import JobConfig
-from cyseg.job.merge import InstanceMerger, Merger, SemanticTileMerger
-from cyseg.job.objects import DetectedObject, ObjectFilter, finalize
-from cyseg.job.source import TileSource
-from cyseg.job.tiles import (Progress, TilePolygons, TileSegmenter, polygon_parts, region_image, region_offset,
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.merge import InstanceMerger, Merger, SemanticTileMerger
+from cyseg.pipeline.objects import DetectedObject, ObjectFilter, finalize
+from cyseg.pipeline.source import TileSource
+from cyseg.pipeline.tiles import (Progress, TilePolygons, TileSegmenter, polygon_parts, region_image, region_offset,
                              tile_box, tile_pixels, tile_topology, tissue_tiles)
-from cyseg.job.timing import StageTimes
-from cyseg.job.tissue import TissueMask
+from cyseg.pipeline.timing import StageTimes
+from cyseg.pipeline.tissue import TissueMask
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The task's image input: one file without its extension (the App Engine renames it after the
 parameter), so its format is recognised from its content. Whole-slide formats OpenSlide reads
 (SVS, NDPI, SCN, pyramidal or tiled TIFF, ...) are read in place; pictures only Pillow reads (PNG,
-JPEG, plain TIFF) are first written as a tiled pyramidal TIFF, so the job's `OpenSlideSource`
+JPEG, plain TIFF) are first written as a tiled pyramidal TIFF, so the pipeline's `OpenSlideSource`
 reads every input the same way."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import openslide
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from cyseg.job.source import OpenSlideSource
+from cyseg.pipeline.source import OpenSlideSource
 from cyseg.task.io import ParameterError
 
 log = logging.getLogger(__name__)

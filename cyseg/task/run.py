@@ -1,9 +1,9 @@
 """The task: inputs from the input folder -> the job's segmentation of the whole slide (or of the
 region of interest) -> outputs in the output folder.
 
-It is the legacy job's pipeline, not a copy: the same `JobConfig`, model loading, tissue detection
-and `Workflow` (SLDC tiles, batches, instance-aware merging, focus-gated decisions), over an
-`OpenSlideSource` of the local file instead of Cytomine. Geometries leave in full-resolution
+It is the legacy job's pipeline (`cyseg.pipeline`), not a copy: the same `JobConfig`, model loading,
+tissue detection and `Workflow` (SLDC tiles, batches, instance-aware merging, focus-gated decisions),
+over an `OpenSlideSource` of the local file instead of Cytomine. Geometries leave in full-resolution
 pixels with the origin at the top-left of the image, as the task I/O spec asks for geometries
 derived from an image. Progress goes to stderr; a problem ends the task with exit code 1 and one
 line naming it (`cyseg task failed: input threshold: 'abc' is not a number`).
@@ -26,10 +26,10 @@ from shapely.geometry.base import BaseGeometry
 from cyseg import qupath
 from cyseg.coordinates import from_cytomine, to_cytomine
 from cyseg.errors import CysegError
-from cyseg.job.config import JobConfig
-from cyseg.job.models import load_models, pick_for_slide
-from cyseg.job.tissue import THUMBNAIL_SIZE, detect_tissue
-from cyseg.job.workflow import RegionResult, Workflow, blurry_regions
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.models import load_models, pick_for_slide
+from cyseg.pipeline.tissue import THUMBNAIL_SIZE, detect_tissue
+from cyseg.pipeline.workflow import RegionResult, Workflow, blurry_regions
 from cyseg.task.descriptor import load_descriptor
 from cyseg.task.image import open_image
 from cyseg.task.io import ParameterError, read_parameter, write_parameter

@@ -15,7 +15,7 @@ from cytomine.models import AnnotationCollection, AttachedFileCollection, Job
 
 import segmenter
 from cyseg.job.descriptor import command_line, load_descriptor
-from cyseg.job.source import TileSource
+from cyseg.pipeline.source import TileSource
 from cyseg.server.runner import Endpoint
 from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint

@@ -6,7 +6,7 @@ from argparse import Namespace
 import pytest
 
 from cyseg.errors import CysegError
-from cyseg.job.config import JobConfig
+from cyseg.pipeline.config import JobConfig
 
 
 def test_values_are_converted_to_the_field_types() -> None:

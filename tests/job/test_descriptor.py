@@ -10,8 +10,8 @@ from cytomine.cytomine_job import _software_params_to_argparse
 from cytomine.models import SoftwareParameterCollection
 
 from cyseg.errors import CysegError
-from cyseg.job.config import LEARNING_PARAMETERS, MODES, SERVER_PARAMETERS, JobConfig
 from cyseg.job.descriptor import DESCRIPTOR_PATH, command_line, load_descriptor, parameters
+from cyseg.pipeline.config import LEARNING_PARAMETERS, MODES, SERVER_PARAMETERS, JobConfig
 from cyseg.server.runner import Endpoint
 from .helpers import ROOT, connect, job_argv
 

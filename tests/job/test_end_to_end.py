@@ -19,9 +19,10 @@ from shapely.geometry import Point, Polygon
 
 import segmenter
 from cyseg.coordinates import from_cytomine, to_cytomine
+from cyseg.cytomine import connection, source
 from cyseg.demo_slide import DemoSlide
-from cyseg.job import connection, source, upload
-from cyseg.job.results import GEOJSON_NAME, SUMMARY_NAME, overlay_name
+from cyseg.job import upload
+from cyseg.pipeline.results import GEOJSON_NAME, SUMMARY_NAME, overlay_name
 from cyseg.server.runner import Endpoint, LocalServer
 from .helpers import SLIDE_NAME, SLIDE_SIZE, RunJob, connect, image_id, job_argv
 
@@ -76,7 +77,7 @@ def test_whole_slide_annotations_match_the_nuclei(run_job: RunJob, server: Endpo
 def test_local_slide_file_gives_the_same_result(run_job: RunJob, slide: DemoSlide,
                                                 monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("CYSEG_SLIDE_ROOTS", str(slide.path.parent))
-    with caplog.at_level("INFO", logger="cyseg.job.source"):
+    with caplog.at_level("INFO", logger="cyseg.cytomine.source"):
         outcome = run_job(tissue_detection=False, tile_size=256)
     assert outcome.exit_code == 0
     assert f"slide file {slide.path}" in caplog.text

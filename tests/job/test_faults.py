@@ -27,9 +27,10 @@ from cytomine.models import (AnnotationCollection, AttachedFileCollection, Image
 from scipy.spatial import cKDTree
 
 from cyseg.coordinates import from_cytomine
+from cyseg.cytomine import connection
 from cyseg.demo_slide import DemoSlide
-from cyseg.job import connection, lifecycle, upload
-from cyseg.job.results import SUMMARY_NAME
+from cyseg.job import lifecycle, upload
+from cyseg.pipeline.results import SUMMARY_NAME
 from cyseg.server.fault_proxy import CUT, DROP, ERROR, FAULTS, UNREACHABLE, Choose, FaultProxy, Where
 from cyseg.server.runner import Endpoint, LocalServer
 from .helpers import ROOT, SLIDE_SIZE, connect, image_id, job_argv

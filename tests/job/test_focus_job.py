@@ -20,10 +20,10 @@ from shapely.geometry import Polygon, box, shape
 
 from cyseg.coordinates import to_cytomine
 from cyseg.demo_slide import DemoSlide, write_demo_slide
-from cyseg.job.config import JobConfig
-from cyseg.job.results import FOCUS_NAME, GEOJSON_NAME, SUMMARY_NAME, RegionRecord, write_overlay
-from cyseg.job.tissue import everywhere
-from cyseg.job.workflow import TileFocus, Workflow, blurry_regions
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.results import FOCUS_NAME, GEOJSON_NAME, SUMMARY_NAME, RegionRecord, write_overlay
+from cyseg.pipeline.tissue import everywhere
+from cyseg.pipeline.workflow import TileFocus, Workflow, blurry_regions
 from cyseg.server.runner import Endpoint
 from segmenter.checkpoint import Checkpoint
 from segmenter.focus import load_focus_classifier

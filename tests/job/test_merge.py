@@ -21,15 +21,15 @@ import segmenter
 from cyseg.coordinates import from_cytomine
 from cyseg.demo_slide import DemoSlide
 from cyseg.job import upload
-from cyseg.job.config import JobConfig
-from cyseg.job.merge import InstanceMerger, MergedObject, SemanticTileMerger, shared_zone, tile_core
-from cyseg.job.results import GEOJSON_NAME
 from cyseg.job.runner import class_terms
-from cyseg.job.source import OpenSlideSource
-from cyseg.job.tiles import TilePolygons, inner_edges, region_image, region_size, tile_box, tile_topology
-from cyseg.job.timing import StageTimes
-from cyseg.job.tissue import detect_tissue, everywhere
-from cyseg.job.workflow import Workflow
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.merge import InstanceMerger, MergedObject, SemanticTileMerger, shared_zone, tile_core
+from cyseg.pipeline.results import GEOJSON_NAME
+from cyseg.pipeline.source import OpenSlideSource
+from cyseg.pipeline.tiles import TilePolygons, inner_edges, region_image, region_size, tile_box, tile_topology
+from cyseg.pipeline.timing import StageTimes
+from cyseg.pipeline.tissue import detect_tissue, everywhere
+from cyseg.pipeline.workflow import Workflow
 from cyseg.polygons import label_polygons
 from cyseg.server.fault_proxy import ERROR, FaultProxy
 from cyseg.server.runner import Endpoint, LocalServer

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from cyseg.demo_slide import DemoSlide
-from cyseg.job.config import JobConfig
-from cyseg.job.models import load_models, pick_for_slide
-from cyseg.job.source import OpenSlideSource
-from cyseg.job.tissue import THUMBNAIL_SIZE, detect_tissue
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.models import load_models, pick_for_slide
+from cyseg.pipeline.source import OpenSlideSource
+from cyseg.pipeline.tissue import THUMBNAIL_SIZE, detect_tissue
 from tests.job.helpers import RunJob
 from tests.job.test_end_to_end import summary
 

@@ -11,10 +11,10 @@ from shapely.geometry import box
 
 from cyseg.demo_slide import read_truth, truth_path_for
 from cyseg.job import upload
-from cyseg.job.objects import DetectedObject
 from cyseg.job.progress import JobProgress
-from cyseg.job.tissue import detect_tissue
 from cyseg.job.upload import CentroidIndex
+from cyseg.pipeline.objects import DetectedObject
+from cyseg.pipeline.tissue import detect_tissue
 from cyseg.server.runner import Endpoint
 from .helpers import connect, disks, image_id
 

@@ -6,11 +6,11 @@ import pytest
 from shapely.geometry import Point, box
 
 from cyseg.coordinates import from_cytomine
-from cyseg.job.config import JobConfig
-from cyseg.job.source import OpenSlideSource
-from cyseg.job.tiles import LevelImage, region_image, remove_specks, same_size_batches, tile_topology
-from cyseg.job.tissue import detect_tissue, everywhere
-from cyseg.job.workflow import Workflow
+from cyseg.pipeline.config import JobConfig
+from cyseg.pipeline.source import OpenSlideSource
+from cyseg.pipeline.tiles import LevelImage, region_image, remove_specks, same_size_batches, tile_topology
+from cyseg.pipeline.tissue import detect_tissue, everywhere
+from cyseg.pipeline.workflow import Workflow
 from .helpers import ArraySource, disks, threshold_segmenter
 
 

@@ -11,7 +11,7 @@ import yaml
 
 import segmenter
 from cyseg.errors import CysegError
-from cyseg.job.config import JobConfig
+from cyseg.pipeline.config import JobConfig
 from cyseg.task.descriptor import DESCRIPTOR_PATH, SCHEMA_PATH, parse_descriptor, type_spec
 from cyseg.task.run import CONFIG_INPUTS
 from segmenter.checkpoint import Checkpoint

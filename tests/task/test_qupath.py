@@ -12,8 +12,8 @@ from shapely.geometry import Polygon, shape
 
 from cyseg import qupath
 from cyseg.coordinates import to_cytomine
-from cyseg.job.objects import DetectedObject
-from cyseg.job.results import RegionRecord, write_geojson_file
+from cyseg.pipeline.objects import DetectedObject
+from cyseg.pipeline.results import RegionRecord, write_geojson_file
 
 HEIGHT = 1000
 # an asymmetric triangle near the top-left corner of the image (image coordinates)

@@ -13,7 +13,7 @@ import pytest
 from shapely.geometry import shape
 
 from cyseg.demo_slide import DemoSlide
-from cyseg.job.results import GEOJSON_NAME
+from cyseg.pipeline.results import GEOJSON_NAME
 from cyseg.server.runner import Endpoint, LocalServer
 from cyseg.synthetic import Nucleus
 from cyseg.task.client import run_once
