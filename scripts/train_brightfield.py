@@ -1,15 +1,16 @@
-"""Train the shipped brightfield nuclei U-Net (`he`) on real stained tissue and write its model card.
+"""Train the shipped brightfield nuclei U-Net (`he`) on real stained tissue.
 
     .venv/bin/python scripts/train_brightfield.py [--data ../shared/data] [--epochs 30] [--resume]
 
 Data: `he_train` (MoNuSeg H&E tiles, 40×, CC BY-NC-SA 4.0), `dsb2018/stained` and
-`dsb2018/brightfield` (CC0). The model runs at 0.5 µm/px (20×): `he_train` is resampled from
-0.25 µm/px; the DSB tiles, whose pixel size is unknown, are resampled so that their median nucleus
-has the median diameter of the resampled `he_train` nuclei. Validation: one `he_train` tile per
-organ, i.e. seven patients (every tile is a different patient) never seen in training.
+`dsb2018/brightfield` (CC0). The model runs at `--pixel-size` (default 0.25 µm/px, 40×, the shipped
+model's): `he_train` is resampled from 0.25 µm/px when another size is asked; the DSB tiles, whose pixel
+size is unknown, are resampled so that their median nucleus has the median diameter of the `he_train`
+nuclei. Validation: one `he_train` tile per organ, i.e. seven patients (every tile is a different
+patient) never seen in training. The shipped weights were trained in stages (see the model card).
 
-Writes segmenter/weights/unet-he.pt (+ .md model card, + training history) and
-benchmarks/results/he/ (validation metrics, post-processing comparison).
+Writes segmenter/weights/unet-he.pt (or `--out`) and its training history; measure it with
+benchmarks/brightfield_bench.py and record the numbers in its card (segmenter/weights/unet-he.md).
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from segmenter.registry import SHIPPED, WEIGHTS_DIR  # noqa: E402
 from segmenter.training import TrainConfig, train  # noqa: E402
 from transforms import Normalization, PostProcess  # noqa: E402
 
-PIXEL_SIZE_UM = 0.5
+PIXEL_SIZE_UM = 0.25
 HE_PIXEL_SIZE_UM = 0.25
+GLASS_SPAN = 64  # grey levels: crops and tiles of less contrast are blank (empty glass spans ~12)
 # One tile per organ (seven patients) for model selection: lung, breast, colon, kidney, prostate, bladder, stomach.
 VAL_TILES = ["monuseg_TCGA-21-5784-01Z-00-DX1", "monuseg_TCGA-A7-A13E-01Z-00-DX1",
              "monuseg_TCGA-AY-A8YK-01A-01-TS1", "monuseg_TCGA-HE-7129-01Z-00-DX1",
@@ -47,7 +49,8 @@ def config_for(data: Path, out: Path, args: argparse.Namespace) -> TrainConfig:
         val_names=VAL_TILES, pixel_size_um=args.pixel_size, scale_range=(0.6, 2.0),
         stain_prob=0.8, jpeg_prob=0.3, defocus_levels=[1, 2, 3, 4, 6], defocus_prob=0.3,
         val_defocus_levels=[], background_prob=0.0,
-        normalization=Normalization(kind="percentile", low=1.0, high=99.8, min_snr=20.0).to_dict(),
+        normalization=Normalization(kind="percentile", low=1.0, high=99.8, min_snr=20.0,
+                                    min_span=GLASS_SPAN).to_dict(),
         postprocess=PostProcess(min_size=8, min_distance=3).to_dict(), tune_postprocess=args.tune,
         bf16=True, seed=0, device=args.device, resume=args.resume, init_from=args.init_from)
 

@@ -51,13 +51,18 @@ class UNetSegmenter(Segmenter):
         return cls(checkpoint, device=device, **options)
 
     def predict_proba_batch(self, images: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-        images = [self.normalization(to_channels(image, self.in_channels))
-                  for image in as_image_list(images)]
+        """Class probabilities; an image the normalisation calls blank (`Normalization.blank`) is all
+        background, without running the network."""
+        images = [to_channels(image, self.in_channels) for image in as_image_list(images)]
+        blank = [self.normalization.blank(image) for image in images]
+        content = [self.normalization(image) for image, empty in zip(images, blank) if not empty]
         probas: list[np.ndarray] = []
         step = self.batch_size or MAX_BATCH
-        for start in range(0, len(images), step):
-            probas.extend(self._predict_chunk(images[start:start + step]))
-        return probas
+        for start in range(0, len(content), step):
+            probas.extend(self._predict_chunk(content[start:start + step]))
+        found = iter(probas)
+        return [background(image.shape[:2], len(self.class_names)) if empty else next(found)
+                for image, empty in zip(images, blank)]
 
     def _predict_chunk(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Images padded to a common size, through the runner."""
@@ -92,3 +97,10 @@ class UNetSegmenter(Segmenter):
             means = np.stack([ndimage.mean(channel, labels, index) for channel in proba[1:]])
             classes = means.argmax(axis=0).astype(np.int32) + 1
         return Instances(labels=labels, scores=instance_scores(labels, foreground), classes=classes)
+
+
+def background(shape: tuple[int, int], classes: int) -> np.ndarray:
+    """A C×H×W probability map that is background (class 0) everywhere."""
+    proba = np.zeros((classes, *shape), dtype=np.float32)
+    proba[0] = 1.0
+    return proba

@@ -56,8 +56,8 @@ def percentile_normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8
 
     With `min_snr` > 0 the span that maps to 1 is at least `min_snr` times the noise (see
     `noise_sigma`), so an image of pure background is not stretched until its noise looks like
-    objects. A channel (or image) whose two percentiles coincide, e.g. a constant one, maps to
-    zeros. Returns float32 with the input's shape.
+    objects. A channel (or image) whose two percentiles coincide,
+    e.g. a constant one, maps to zeros. Returns float32 with the input's shape.
     """
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"expected 0 <= low < high <= 100, got low={low}, high={high}")
@@ -95,8 +95,8 @@ def zscore_normalize(image: np.ndarray, mean: float | Sequence[float] | None = N
 class Normalization:
     """A serialisable input normalisation, stored in model checkpoints.
 
-    kind: "percentile" (uses `low`, `high` and the noise floor `min_snr`), "zscore" (uses
-    `mean`, `std`, computed per image when None) or "none" (cast to float32 only).
+    kind: "percentile" (uses `low`, `high` and the noise floor `min_snr`),
+    "zscore" (uses `mean`, `std`, computed per image when None) or "none" (cast to float32 only).
     """
 
     kind: str = "percentile"
@@ -105,6 +105,7 @@ class Normalization:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     min_snr: float = 0.0
+    min_span: float = 0.0  # an image whose percentiles span less, in every channel, is blank (see `blank`)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -115,9 +116,20 @@ class Normalization:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.kind == "percentile":
             return percentile_normalize(image, self.low, self.high, min_snr=self.min_snr)
+
         if self.kind == "zscore":
             return zscore_normalize(image, self.mean, self.std)
         return _as_float_hwc(image).reshape(np.shape(image)).astype(np.float32)
+
+    def blank(self, image: np.ndarray) -> bool:
+        """Whether the image holds nothing to find: with `min_span` > 0, its `low`-`high` percentiles span
+        less than that many input units in every channel (empty glass in an 8-bit brightfield scan spans
+        a few grey levels; stretched to the full range, its JPEG texture would look like nuclei)."""
+        if self.min_span <= 0:
+            return False
+        x = _as_float_hwc(image)
+        span = np.percentile(x, self.high, axis=(0, 1)) - np.percentile(x, self.low, axis=(0, 1))
+        return bool(np.all(span < self.min_span))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (tuples become lists)."""

@@ -442,6 +442,17 @@ def test_noise_floor_keeps_an_empty_field_dark():
     np.testing.assert_allclose(Normalization(min_snr=20)(field), Normalization()(field))
 
 
+def test_an_image_without_stain_contrast_is_blank():
+    from transforms import Normalization
+    rng = np.random.default_rng(0)
+    glass = np.clip(rng.normal(240, 2, (128, 128, 3)), 0, 255).round()
+    assert Normalization(min_span=64).blank(glass)
+    assert not Normalization().blank(glass)                     # no rule: never blank
+    tissue = glass.copy()
+    tissue[40:60, 40:60, :2] -= 150                             # a nucleus in two channels suffices
+    assert not Normalization(min_span=64).blank(tissue)
+
+
 def test_background_augmentation_gives_empty_labels_with_the_same_noise():
     from transforms import Augmenter, noise_sigma
     rng = np.random.default_rng(1)
