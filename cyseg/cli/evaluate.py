@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         help="levels that count as sharp for NHM (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the defocus noise")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    parser.add_argument("--backend", default="auto",
+                        help="how the network runs: auto (default: OpenVINO on a CPU, PyTorch on a GPU), torch, openvino")
     parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json, report.md, plots")
     parser.set_defaults(func=run)
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     compared = {}
     for name in models:
         out = args.out if len(models) == 1 else args.out / Path(name).stem
-        evaluation = evaluate(ModelPicker(name, device=args.device), samples, args.defocus, seed=args.seed,
+        evaluation = evaluate(ModelPicker(name, device=args.device, backend=args.backend), samples, args.defocus, seed=args.seed,
                               pixel_size_um=args.pixel_size)
         metrics = evaluation.metrics(tuple(args.sharp_levels))
         metrics["setup"] = dict(model=name, images=str(args.images), labels=str(args.labels),

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    parser.add_argument("--backend", default="auto",
+                        help="how the network runs: auto (default: OpenVINO on a CPU, PyTorch on a GPU), torch, openvino")
     parser.set_defaults(func=run)
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if len(set(stems)) != len(stems):
         raise CysegError("two inputs share a file name stem; their outputs would overwrite each other")
     options = {} if args.threshold is None else {"threshold": args.threshold}
-    picker = ModelPicker(args.model, device=args.device, **options)
+    picker = ModelPicker(args.model, device=args.device, backend=args.backend, **options)
     args.out.mkdir(parents=True, exist_ok=True)
     total, choices = 0, {}
     for path in tqdm(args.images, desc="segmenting", unit="image"):

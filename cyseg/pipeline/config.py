@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cyseg.errors import CysegError
+from segmenter.backend import BACKENDS
 
 # The parameters every Cytomine software receives from the server (set-by-server in the descriptor).
 SERVER_PARAMETERS = ("cytomine_host", "cytomine_public_key", "cytomine_private_key", "cytomine_id_project",
@@ -56,6 +57,7 @@ class JobConfig:
     batch_size: int = _parameter("Number", 8)
     zoom_level: int = _parameter("Number", 0)
     device: str = _parameter("String", "auto")
+    backend: str = _parameter("String", "auto")
     simplify_tolerance: float = _parameter("Number", 1.0)
     tissue_detection: bool = _parameter("Boolean", True)
     crop_size: int = _parameter("Number", 256)
@@ -77,6 +79,7 @@ class JobConfig:
             (1 <= self.batch_size <= 1024, f"batch_size must be between 1 and 1024, got {self.batch_size}"),
             (0 <= self.zoom_level <= 16, f"zoom_level must be between 0 (full resolution) and 16, got {self.zoom_level}"),
             (bool(DEVICES.match(self.device)), f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'"),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'"),
             (self.simplify_tolerance >= 0, f"simplify_tolerance must be >= 0, got {self.simplify_tolerance}"),
             (bool(self.model.strip()), "model must name a shipped model, a model file or job:<job id>"),
             (not self.model.startswith("job:") or bool(JOB_MODEL.match(self.model)),
@@ -112,7 +115,7 @@ class JobConfig:
 
     def result_key(self, model_digest: str) -> str:
         """A short digest of everything that decides which objects a run finds (not how fast)."""
-        ignored = ("cytomine_id_images", "model", "batch_size", "device", "cytomine_id_blurry_term",
+        ignored = ("cytomine_id_images", "model", "batch_size", "device", "backend", "cytomine_id_blurry_term",
                    *LEARNING_PARAMETERS)
         decisive = {name: value for name, value in dataclasses.asdict(self).items() if name not in ignored}
         return _digest({"model": model_digest, **decisive})
