@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                         help="slide to segment (default: a generated synthetic slide with known nuclei)")
     parser.add_argument("--width", type=int, default=3072, help="size of the generated slide")
     parser.add_argument("--height", type=int, default=2048)
-    parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
+    parser.add_argument("--model", default="auto",
+                        help="auto (default: chosen per image), a shipped model name or a checkpoint path")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="folder for the slide, the server's state, the job's log and results")
@@ -185,6 +186,7 @@ def _report(results: Path, job, slide: Path):
             print(f"{row['image_name']} ({row['region']}): {row['objects']} objects, median area "
                   f"{row['area_median'] or '-'} px², {row['tiles_with_tissue']}/{row['tiles']} tiles with tissue, "
                   f"{row['seconds']} s; {row['uploaded']} uploaded, {row['duplicates']} already there")
+            print(f"  {row['model_choice']}")
             print(f"  overlay: {results / overlay_name(int(row['image_id']))}")
     print(f"all objects (GeoJSON): {results / GEOJSON_NAME}")
     with openslide.OpenSlide(slide) as opened:
