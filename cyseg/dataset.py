@@ -40,7 +40,7 @@ from cyseg.cytomine.connection import call, host
 from cyseg.cytomine.images import image_name, max_zoom_level
 from cyseg.cytomine.source import open_source
 from cyseg.errors import CysegError
-from transforms import Augmenter, relabel_consecutive
+from transforms import Augmenter, RandomDefocus, relabel_consecutive
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,7 @@ def build_dataset(selection: Selection, config: DatasetConfig, out: str | Path,
     splits = split_slides([p.image.id for p in plans], config.split, config.seed)
     _prepare(out, set(splits.values()))
     augmenter = Augmenter(translate=0, jitter=False, defocus_levels=config.defocus_levels, defocus_prob=1.0,
-                          psf="optical")
+                          blur=RandomDefocus.plain("optical"))
     crops: list[dict[str, Any]] = []
     slides: dict[str, dict[str, Any]] = {}
     total, done = sum(len(p.windows) for p in plans), 0

@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
@@ -19,10 +20,14 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.training_arguments import training_parser  # noqa: E402
 from segmenter.checkpoint import Checkpoint  # noqa: E402
-from segmenter.registry import SHIPPED, WEIGHTS_DIR  # noqa: E402
+from segmenter.registry import WEIGHTS_DIR  # noqa: E402
 from segmenter.training import TrainConfig, train  # noqa: E402
+from transforms import RandomDefocus  # noqa: E402
 
-LEVELS = "0,2,4,8"
+LEVELS = "0,2,4,8,12,16,20,28"
+#: Largest training blur radius in px: real BBBC006 z = 00 planes match a pupil blur of 24-32 px
+#: (scripts/calibrate_defocus.py).
+MAX_BLUR = 32
 
 
 def model_card(checkpoint_path: Path, config: TrainConfig, metrics: dict, command: str,
@@ -79,13 +84,14 @@ Evaluate again: `cyseg evaluate --model default --images ../shared/data/bbbc039/
 def main() -> int:
     args = training_parser(__doc__.splitlines()[0], epochs=24).parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = WEIGHTS_DIR / SHIPPED["default"]
+    out = WEIGHTS_DIR / "unet-bbbc039-v2.pt"
     config = TrainConfig(data=[str(args.data / "bbbc039" / "train")], out=str(out), depth=4,
                          n_filters=12, crop=256, batch_size=8, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, lr=1e-3,
-                         defocus_levels=[1, 2, 3, 4, 6, 8], defocus_prob=0.5,
-                         val_defocus_levels=[4], pixel_size_um=None, seed=0,
-                         device=args.device, resume=args.resume)
+                         defocus_levels=list(range(1, MAX_BLUR + 1)), defocus_prob=0.7,
+                         blur=asdict(RandomDefocus()), val_defocus_levels=[8, 20], pixel_size_um=None, seed=0,
+                         device=args.device, resume=args.resume, bf16=True,
+                         init_from=str(WEIGHTS_DIR / "unet-bbbc039.pt"))
     train(config)
     eval_dir = ROOT / "runs" / "default-eval"
     val = args.data / "bbbc039" / "val"

@@ -35,16 +35,14 @@ from segmenter.datasets import list_images, read_image
 from segmenter.focus import (STRIDE, ContentRule, FocusClassifier, FocusLiteNN, WindowLayout, focus_checkpoint,
                              focus_input, input_stats, normalize_window, window_cells)
 from segmenter.inputs import pad_to_multiple
-from transforms import defocus
+from transforms import RandomDefocus
 
 log = logging.getLogger(__name__)
 
-#: PSF kinds of the synthetic blur and how often each is drawn.
-KIND_WEIGHTS = {"optical": 0.6, "gaussian": 0.2, "disk": 0.2}
-#: Sensor noise of the synthetic blur: photons at the brightest pixel (log-uniform) and read
-#: noise as a fraction of the dynamic range (uniform).
-PHOTONS = (300.0, 30000.0)
-READ_NOISE = (0.0, 0.006)
+#: The synthetic blur the focus classifiers were trained on: PSF kinds and how often each is drawn,
+#: photons at the brightest pixel (log-uniform) and read noise as a fraction of the dynamic range.
+FOCUS_BLUR = RandomDefocus(kinds={"optical": 0.6, "gaussian": 0.2, "disk": 0.2}, photons=(300.0, 30000.0),
+                           read_noise=(0.0, 0.006), background=(0.0, 0.0), transmission=(1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -123,11 +121,8 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 def synthetic_defocus(image: np.ndarray, level: float, rng: np.random.Generator,
                       kind: str | None = None) -> np.ndarray:
-    """`image` blurred by `level` px with a random PSF kind (unless given) and random noise."""
-    kind = kind or str(rng.choice(list(KIND_WEIGHTS), p=list(KIND_WEIGHTS.values())))
-    photons = float(np.exp(rng.uniform(*np.log(PHOTONS))))
-    return defocus(image, level, kind=kind, photons=photons, read_noise=float(rng.uniform(*READ_NOISE)),
-                   seed=rng)
+    """`image` blurred by `level` px with a random PSF kind (unless given) and random noise (`FOCUS_BLUR`)."""
+    return FOCUS_BLUR(image, level, rng, kind=kind)
 
 
 def load_sources(data: str | Path, sources: tuple[FocusSource, ...] = SOURCES

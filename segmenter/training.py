@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from segmenter.scale import median_diameter
 from segmenter.unet import UNet
 from segmenter.tuning import tune_postprocess
 from segmenter.unet_segmenter import UNetSegmenter
-from transforms import Augmenter, Normalization, PostProcess, defocus, rescale_pair, touching_borders
+from transforms import Augmenter, Normalization, PostProcess, RandomDefocus, defocus, rescale_pair, touching_borders
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class TrainConfig:
     seam_weight: float = 5.0
     defocus_levels: list[float] = field(default_factory=list)
     defocus_prob: float = 0.5
+    # the defocus model (`transforms.RandomDefocus` fields: PSF kinds, pupil shape and camera noise ranges)
+    blur: dict[str, Any] = field(default_factory=lambda: asdict(RandomDefocus.plain("optical")))
     val_defocus_levels: list[float] = field(default_factory=list)
     seed: int = 0
     device: str | None = None
@@ -144,9 +146,11 @@ def split_validation(samples: list[LabelledImage], fraction: float,
 
 def training_augmenter(config: Any) -> Augmenter:
     """The crops' augmentation of a training config (its `defocus_levels`, `defocus_prob`,
-    `background_prob` and, where it has them, `stain_prob` and `jpeg_prob`): flips, turns, shifts,
-    jitter, empty fields, stain and colour variation, optical defocus and JPEG compression."""
-    return Augmenter(defocus_levels=tuple(config.defocus_levels), psf="optical", defocus_prob=config.defocus_prob,
+    `background_prob` and, where it has them, `blur`, `stain_prob` and `jpeg_prob`): flips, turns, shifts,
+    jitter, empty fields, stain and colour variation, defocus with camera noise and JPEG compression."""
+    blur = getattr(config, "blur", None)
+    return Augmenter(defocus_levels=tuple(config.defocus_levels), defocus_prob=config.defocus_prob,
+                     blur=RandomDefocus(**blur) if blur else RandomDefocus.plain("optical"),
                      background_prob=config.background_prob, stain_prob=getattr(config, "stain_prob", 0.0),
                      jpeg_prob=getattr(config, "jpeg_prob", 0.0))
 

@@ -6,13 +6,13 @@ steps move image and labels together and keep label values as they are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .colour import hsv_jitter, jpeg_compress, stain_jitter
-from .defocus import defocus
+from .defocus import RandomDefocus
 from .normalize import noise_sigma
 
 
@@ -134,8 +134,8 @@ class Augmenter:
     With probability `stain_prob` an RGB image (0..255) gets `stain_jitter` and `hsv_jitter`
     (stained brightfield tissue), and with probability `jpeg_prob` a JPEG round trip at a quality
     drawn from 40..95. With probability `defocus_prob` the image is defocused at a level drawn uniformly from
-    `defocus_levels` (px, see `transforms.defocus`; empty = never) with the `psf` kind, and then
-    gets the `photons` / `read_noise` sensor noise. `translate` is the maximum shift (0 = off).
+    `defocus_levels` (px, see `transforms.defocus`; empty = never) by `blur` (PSF kind, shape and camera
+    noise drawn per image). `translate` is the maximum shift (0 = off).
     With probability `background_prob` the pair is replaced first by an empty one
     (`background_like`, labels all zero).
     """
@@ -146,9 +146,7 @@ class Augmenter:
     jitter: bool = True
     defocus_levels: tuple[float, ...] = ()
     defocus_prob: float = 0.5
-    psf: str = "disk"
-    photons: float | None = None
-    read_noise: float = 0.0
+    blur: RandomDefocus = field(default_factory=lambda: RandomDefocus.plain("disk"))
     background_prob: float = 0.0
     stain_prob: float = 0.0
     jpeg_prob: float = 0.0
@@ -174,8 +172,7 @@ class Augmenter:
             image = hsv_jitter(stain_jitter(image, rng), rng)
         if self.defocus_levels and rng.random() < self.defocus_prob:
             level = self.defocus_levels[int(rng.integers(len(self.defocus_levels)))]
-            image = defocus(image, level, kind=self.psf, photons=self.photons, read_noise=self.read_noise,
-                            seed=rng)
+            image = self.blur(image, level, rng)
         if self.jpeg_prob and rng.random() < self.jpeg_prob:
             image = jpeg_compress(image, int(rng.integers(40, 96)))
         if self.jitter:

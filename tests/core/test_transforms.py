@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from transforms import (Augmenter, Compose, Normalization, PostProcess, blur_measure, connected_components,
+from transforms import (Augmenter, Compose, RandomDefocus, Normalization, PostProcess, blur_measure, connected_components,
                         defocus, defocus_psf, disk_psf, erode_dilate, fill_holes, gaussian_psf, instance_scores,
                         intensity_jitter, percentile_normalize, random_flip, random_rot90, random_translate,
                         relabel_consecutive, remove_large_objects, remove_small_objects, smooth, split_touching,
@@ -334,7 +334,7 @@ def test_intensity_jitter_hand_cases():
 
 def test_augmenter_is_deterministic_and_defocuses(cells):
     labels = (cells > 0.3).astype(np.int32)
-    aug = Augmenter(defocus_levels=(2, 4), defocus_prob=0.5, photons=200.0)
+    aug = Augmenter(defocus_levels=(2, 4), defocus_prob=0.5, blur=RandomDefocus())
     a = aug(cells, labels, np.random.default_rng(3))
     b = aug(cells, labels, np.random.default_rng(3))
     c = aug(cells, labels, np.random.default_rng(4))
@@ -419,6 +419,51 @@ def test_defocus_noise_magnitudes():
     assert (read - two_level).std() == pytest.approx(0.05, rel=0.1)
     saturated = defocus(np.full((16, 16), 255, np.uint8), 0, read_noise=0.5, seed=0)
     assert saturated.dtype == np.uint8 and saturated.max() == 255
+
+
+def test_pupil_psf_follows_geometric_optics_with_diffraction():
+    from transforms import pupil_psf
+    assert pupil_psf(0).shape == (1, 1)
+    psf = pupil_psf(12, airy_radius=0.8)
+    assert psf.sum() == pytest.approx(1.0) and np.allclose(psf, psf.T) and np.allclose(psf, psf[::-1])
+    yy, xx = np.indices(psf.shape) - psf.shape[0] // 2
+    radius = np.hypot(yy, xx)
+    assert (psf * radius).sum() == pytest.approx(2 / 3 * 12, rel=0.1)   # a uniform disk's mean radius is 2r/3
+    assert psf[radius <= 14].sum() > 0.9
+    def mean_radius(p):
+        yy, xx = np.indices(p.shape) - p.shape[0] // 2
+        return (p * np.hypot(yy, xx)).sum()
+    assert mean_radius(pupil_psf(1, airy_radius=2.0)) > 1.5 * mean_radius(pupil_psf(1, airy_radius=0.6))  # diffraction
+    assert not np.allclose(pupil_psf(8, spherical=1.0), pupil_psf(8, spherical=-1.0))  # either side of focus
+    with pytest.raises(ValueError, match="pupil"):
+        defocus_psf(4, "disk", airy_radius=1.0)
+
+
+def test_pupil_defocus_blurs_each_rgb_channel_at_its_wavelength(cells):
+    rgb = np.repeat((cells * 200)[..., None], 3, axis=2).astype(np.uint8)
+    out = defocus(rgb, 6, "pupil", airy_radius=1.5)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert not np.array_equal(out[..., 0], out[..., 2])
+    assert blur_measure(out[..., 0]) < blur_measure(out[..., 2])        # red: longer wavelength, wider PSF
+
+
+def test_camera_transmission_and_background():
+    two_level = np.zeros((32, 32))
+    two_level[:, 16:] = 1.0
+    dim = defocus(two_level, 0, transmission=0.5, background=0.1)
+    assert dim.min() == pytest.approx(0.1) and dim.max() == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="transmission"):
+        defocus(two_level, 0, transmission=0.0)
+
+
+def test_random_defocus_is_seeded_and_checks_its_kinds(cells):
+    img = (cells * 1000).astype(np.uint16)
+    blur = RandomDefocus()
+    a, b = (blur(img, 10, np.random.default_rng(5)) for _ in range(2))
+    assert np.array_equal(a, b) and not np.array_equal(a, blur(img, 10, np.random.default_rng(6)))
+    assert np.array_equal(RandomDefocus.plain("gaussian")(img, 3, np.random.default_rng(0)), defocus(img, 3, "gaussian"))
+    with pytest.raises(ValueError, match="PSF kinds"):
+        RandomDefocus(kinds={"bokeh": 1.0})
 
 
 def test_defocus_rejects_bad_input():
