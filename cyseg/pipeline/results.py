@@ -4,10 +4,11 @@ its models ran; written locally (the job attaches them, `cyseg.job.upload.attach
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -84,23 +85,28 @@ class RegionRecord:
                 "model_choice": self.model_choice}
 
 
-def write_geojson_file(path: Path, records: list[RegionRecord]) -> Path:
-    """Every object as a QuPath detection (see `cyseg.qupath`): full-resolution pixels with the origin at
-    the top-left, its class name and its score as a measurement; cyseg's own properties beside them."""
-    features = []
+def _detections(records: list[RegionRecord]) -> Iterator[dict[str, Any]]:
     for record in records:
         for obj, status in zip(record.objects, record.statuses):
             names = record.class_names
             name = names[obj.label] if obj.label < len(names) else str(obj.label)
             score, area = None if obj.score is None else round(obj.score, 4), round(obj.area, 2)
-            features.append(qupath.detection(from_cytomine(obj.polygon, record.image_height), name,
-                                             {"score": score, "area": area}, image_id=record.image_id,
-                                             image_name=record.image_name, region=record.region, area=area,
-                                             score=score, upload=status, model=record.model,
-                                             **{"class": name}))
-    collection = qupath.feature_collection(features)
-    collection["cyseg"] = {"coordinates": "full-resolution pixels, origin at the top-left (QuPath)"}
-    return write_geojson(path, collection)
+            yield qupath.detection(from_cytomine(obj.polygon, record.image_height), name,
+                                   {"score": score, "area": area}, image_id=record.image_id,
+                                   image_name=record.image_name, region=record.region, area=area, score=score,
+                                   upload=status, model=record.model, **{"class": name})
+
+
+def write_geojson_file(path: Path, records: list[RegionRecord]) -> Path:
+    """Every object as a QuPath detection (see `cyseg.qupath`): full-resolution pixels with the origin at
+    the top-left, its class name and its score as a measurement; cyseg's own properties beside them.
+    Written feature by feature, so that the objects are not held a second time as GeoJSON."""
+    with path.open("w") as stream:
+        stream.write('{"type": "FeatureCollection", "features": [')
+        for number, feature in enumerate(_detections(records)):
+            stream.write((", " if number else "") + json.dumps(feature))
+        stream.write('], "cyseg": {"coordinates": "full-resolution pixels, origin at the top-left (QuPath)"}}')
+    return path
 
 
 def write_focus_tiles(path: Path, records: list[RegionRecord]) -> Path:
