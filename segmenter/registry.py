@@ -15,7 +15,7 @@ FAMILIES: dict[str, type[Segmenter]] = {}
 # Shipped model names -> files in WEIGHTS_DIR (each with a model card, NAME.md). "default" is what the app
 # uses unless told otherwise; "focus-gated" sends each tile to a sharp- or a blurry-trained U-Net and
 # "combined" is their one-model counterpart; "detection" finds nuclei as scored star-convex polygons;
-# "focus" is the focus-quality classifier
+# "otsu" is the classical baseline (no network); "focus" is the focus-quality classifier
 # (segmenter.focus.load_focus_classifier, not a Segmenter).
 SHIPPED: dict[str, str] = {
     "default": "unet-bbbc039.pt",
@@ -24,6 +24,7 @@ SHIPPED: dict[str, str] = {
     "focus-gated": "focus-gated.pt",
     "detection": "detection-bbbc039.pt",
     "he": "unet-he.pt",
+    "otsu": "otsu.pt",
     "focus": "focuslitenn-10.pt",
     "focuslitenn-1": "focuslitenn-1.pt",
     "focuslitenn-2": "focuslitenn-2.pt",
