@@ -57,7 +57,7 @@ def choose_model(image: np.ndarray) -> ModelChoice:
     if x.ndim == 3 and x.shape[2] == 3:
         high, low = x.max(axis=2), x.min(axis=2)
         saturation = float(np.mean(np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)))
-    colour = f"mean saturation {saturation:.2f}" + (" (stained)" if saturation >= STAINED_SATURATION else " (grey)")
+    colour = f"mean saturation {saturation:.3f}" + (" (stained)" if saturation >= STAINED_SATURATION else " (grey)")
     if median >= BRIGHT_BACKGROUND:
         modality, why = "brightfield", f"bright background (median intensity {median:.2f} ≥ {BRIGHT_BACKGROUND})"
     elif saturation >= STAINED_SATURATION and median >= TISSUE_FLOOR:

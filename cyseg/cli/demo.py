@@ -4,7 +4,8 @@ Starts the embedded server on a slide (a synthetic slide of nuclei with known po
 --slide is given), runs `run.py` with the command line Cytomine builds from descriptor.json,
 shows the job's progress, prints what was found and where the result files are, then runs the App
 Engine task once on the same slide through the server's local App Engine, prints both results
-side by side (checked against the known nuclei) and stops the server. With --image and
+side by side (checked against the known nuclei), runs the job once more on a real brightfield (H&E)
+slide when one is at hand (../shared/data/slides, or --brightfield), and stops the server. With --image and
 --task-image, the job and the task run in containers of the built images, as Cytomine runs them.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SLIDE = "demo-nuclei.tif"
+BRIGHTFIELD_SLIDE = ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
 SUCCESS = 3
 MATCH_DISTANCE_PX = 4.0
 
@@ -38,6 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default="auto",
                         help="auto (default: chosen per image), a shipped model name or a checkpoint path")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--brightfield", default=str(BRIGHTFIELD_SLIDE), metavar="SLIDE",
+                        help="a brightfield slide the job also runs on, after the demo slide (default: the shared "
+                             "H&E slide when present; 'none' to skip; not used with --slide)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="folder for the slide, the server's state, the job's log and results")
     parser.add_argument("--image", default=None,
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if not slide.is_file():
             print(f"writing a {args.width}x{args.height} synthetic slide to {slide} ...")
             write_demo_slide(slide, args.width, args.height)
+    brightfield = _brightfield_slide(args, slide.parent)
     shutil.rmtree(out / "server", ignore_errors=True)  # a fresh server each time: the demo starts empty
     if args.task_image:
         os.environ[TASK_IMAGE_VARIABLE] = args.task_image  # read by the server's local App Engine
@@ -73,9 +79,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"embedded Cytomine server at {endpoint.host}, project {endpoint.project_id}")
         job_code, job_found = _run_job(endpoint, slide, args, out)
         task_code, task_found = _run_task(endpoint, slide, args)
-    if truth_path_for(slide).is_file():
-        _against_truth(slide, {"legacy job (run.py)": job_found, "App Engine task": task_found})
-    return max(job_code, task_code)
+        if truth_path_for(slide).is_file():
+            _against_truth(slide, {"legacy job (run.py)": job_found, "App Engine task": task_found})
+        brightfield_code = 0
+        if brightfield is not None:
+            print(f"brightfield slide {brightfield.name}: the same job, model {args.model}")
+            brightfield_code, _ = _run_job(endpoint, brightfield, args, out / "brightfield")
+    return max(job_code, task_code, brightfield_code)
+
+
+def _brightfield_slide(args: argparse.Namespace, slides: Path) -> Path | None:
+    """The brightfield slide linked into the served folder (None when skipped or absent, and said so)."""
+    if args.slide is not None or args.brightfield.lower() == "none":
+        return None
+    source = Path(args.brightfield)
+    if not source.is_file():
+        print(f"no brightfield slide at {source}: the demo shows the generated fluorescence slide only")
+        return None
+    link = slides / source.name
+    link.unlink(missing_ok=True)
+    link.symlink_to(source.resolve())
+    return link
 
 
 def _run_job(endpoint, slide: Path, args: argparse.Namespace, out: Path):

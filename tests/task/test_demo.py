@@ -1,4 +1,5 @@
-"""`cyseg demo` runs the legacy job and the App Engine task on the same slide and prints both results."""
+"""`cyseg demo` runs the legacy job and the App Engine task on the same slide and prints both results, then
+the job on the shared brightfield slide when it is present."""
 from __future__ import annotations
 
 import re
@@ -6,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cyseg.cli.demo import BRIGHTFIELD_SLIDE
+
 from .conftest import ROOT
 
 ROW = re.compile(r"^  (legacy job \(run\.py\)|App Engine task) +(\d+) objects, recall (\d+)%", re.M)
+BRIGHTFIELD = re.compile(r"^CMU-1-Small-Region\.svs \(whole image\): (\d+) objects.*\n  model (\S+) \(brightfield", re.M)
 
 
 def test_the_demo_runs_the_job_and_the_task_and_both_find_the_nuclei(tmp_path: Path) -> None:
@@ -20,3 +24,9 @@ def test_the_demo_runs_the_job_and_the_task_and_both_find_the_nuclei(tmp_path: P
     assert set(rows) == {"legacy job (run.py)", "App Engine task"}, done.stdout
     assert rows["legacy job (run.py)"][0] == rows["App Engine task"][0] > 0
     assert min(recall for _, recall in rows.values()) >= 95, done.stdout
+    if BRIGHTFIELD_SLIDE.is_file():
+        found = BRIGHTFIELD.search(done.stdout)
+        assert found, done.stdout[-3000:]
+        assert found.group(2) == "he" and int(found.group(1)) > 1000   # an H&E region: thousands of nuclei
+    else:
+        assert "no brightfield slide at" in done.stdout
