@@ -9,7 +9,7 @@ score goes there). Other properties are kept as they are (QuPath ignores them).
 from __future__ import annotations
 
 import zlib
-from typing import Any, Iterable
+from typing import Any
 
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
@@ -35,7 +35,3 @@ def detection(geometry: BaseGeometry, class_name: str, measurements: dict[str, f
                   "measurements": {key: value for key, value in measurements.items() if value is not None},
                   **extra}
     return {"type": "Feature", "geometry": mapping(geometry), "properties": properties}
-
-
-def feature_collection(features: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "FeatureCollection", "features": list(features)}
