@@ -296,6 +296,7 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scheduler.T_max = total_steps  # a resumed run may be given another length: the cosine ends with it
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
