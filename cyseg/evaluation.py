@@ -66,8 +66,9 @@ def classifier_errors(calls: list[tuple[float, bool]], sharp_levels: tuple[float
 
 
 def evaluate(model: Segmenter | ModelPicker, samples: list[LabelledImage], levels: list[float],
-             seed: int = 0, progress: bool = True, pixel_size_um: float | None = None) -> Evaluation:
-    """Segment every sample at every blur level (defocus seeded per image) and score it. A picker
+             seed: int = 0, progress: bool = True, pixel_size_um: float | None = None,
+             psf: str = "optical") -> Evaluation:
+    """Segment every sample at every blur level (defocus with the `psf` kind, seeded per image) and score it. A picker
     chooses each image's model once, from the in-focus image at `pixel_size_um` (None: unknown)."""
     if not samples:
         raise ValueError("nothing to evaluate: no labelled images")
@@ -81,7 +82,7 @@ def evaluate(model: Segmenter | ModelPicker, samples: list[LabelledImage], level
               disable=not progress) as bar:
         for level in levels:
             for index, sample in enumerate(samples):
-                image = defocus(sample.image, level, seed=seed + index) if level else sample.image
+                image = defocus(sample.image, level, kind=psf, seed=seed + index) if level else sample.image
                 found = find_instances(models[index], image)
                 for name, instances in found.items():
                     evaluation.results.setdefault(name, []).append(evaluate_image(

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from cyseg.cli.train import float_list, positive_float
+from transforms.defocus import KINDS
 
 
 def register(subparsers) -> None:
@@ -22,6 +23,8 @@ def register(subparsers) -> None:
                         help="folder of uint16 instance labels with the images' file names")
     parser.add_argument("--defocus", type=float_list, default=[0.0], metavar="LEVELS",
                         help="blur levels in pixels, e.g. 0,2,4,8 (0 = in focus; default 0)")
+    parser.add_argument("--psf", default="optical", choices=KINDS,
+                        help="the defocus PSF of the blur levels (default optical; see transforms.defocus)")
     parser.add_argument("--sharp-levels", type=float_list, default=[0.0], metavar="LEVELS",
                         help="levels that count as sharp for NHM (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the defocus noise")
@@ -45,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     for name in models:
         out = args.out if len(models) == 1 else args.out / Path(name).stem
         evaluation = evaluate(ModelPicker(name, device=args.device, backend=args.backend), samples, args.defocus, seed=args.seed,
-                              pixel_size_um=args.pixel_size)
+                              pixel_size_um=args.pixel_size, psf=args.psf)
         metrics = evaluation.metrics(tuple(args.sharp_levels))
         metrics["setup"] = dict(model=name, images=str(args.images), labels=str(args.labels),
-                                levels=args.defocus, seed=args.seed, pixel_size_um=args.pixel_size,
+                                levels=args.defocus, psf=args.psf, seed=args.seed, pixel_size_um=args.pixel_size,
                                 models=evaluation.choices)
         write_report(metrics, out, title=f"cyseg evaluation: {name} on {args.images}",
                      pr_curves=evaluation.pr_curves(), overlay=evaluation.overlay)

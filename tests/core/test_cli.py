@@ -97,6 +97,20 @@ def test_evaluate_compares_several_models_side_by_side(tmp_path, synthetic_datas
     assert Image.open(out / "comparison.png").size[0] > 300
 
 
+def test_evaluate_runs_the_otsu_baseline_beside_a_model_under_another_psf(tmp_path, synthetic_dataset):
+    out = tmp_path / "compare"
+    code = main(["evaluate", "--model", "default,otsu", "--images", str(synthetic_dataset / "images"),
+                 "--labels", str(synthetic_dataset / "labels"), "--defocus", "0,6", "--psf", "pupil",
+                 "--out", str(out)])
+    assert code == 0
+    compared = json.loads((out / "comparison.json").read_text())
+    assert set(compared) == {"default", "otsu"}
+    assert compared["otsu"]["setup"]["psf"] == "pupil"
+    assert compared["otsu"]["per_level"]["0"]["f1"] > 0.5 and compared["default"]["per_level"]["0"]["f1"] > 0.5
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--images", "x", "--labels", "y", "--psf", "bokeh", "--out", str(tmp_path)])
+
+
 def test_classifier_error_counts_wrong_calls_per_level():
     from cyseg.evaluation import classifier_errors
 
