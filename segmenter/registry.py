@@ -19,6 +19,7 @@ FAMILIES: dict[str, type[Segmenter]] = {}
 # (segmenter.focus.load_focus_classifier, not a Segmenter).
 SHIPPED: dict[str, str] = {
     "default": "unet-bbbc039.pt",
+    "default-v1": "unet-bbbc039.pt",
     "unet": "unet-bbbc039.pt",
     "combined": "unet-combined.pt",
     "focus-gated": "focus-gated.pt",
