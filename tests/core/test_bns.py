@@ -1,0 +1,178 @@
+"""The BNS family: Y-forked U-Net, boundary-aware watershed, focus-switched post-processing."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import segmenter
+from cyseg.synthetic import random_nuclei, render
+from segmenter import Checkpoint, ModelLoadError
+from segmenter.bns import SETS, BNSNet, BNSSegmenter, BoundaryWatershed, boundary_classes, branch
+from segmenter.bns_training import BNSTrainConfig, PairSampler, bns_loss, seed_classes_from_binary
+from segmenter.datasets import LabelledImage
+from segmenter.detection_training import transfer_weights
+from segmenter.unet import UNet
+from transforms import Normalization, defocus
+
+from .conftest import tiny_checkpoint
+from .test_focus import FOCUS_MODEL, nuclei_image
+
+
+def tiny_bns(postprocess: dict | None = None, seed: int = 0) -> Checkpoint:
+    torch.manual_seed(seed)
+    network = BNSNet(1, depth=2, n_filters=4).eval()
+    sets = postprocess or {name: BoundaryWatershed().to_dict() for name in SETS}
+    return BNSSegmenter.build_checkpoint(network, Normalization().to_dict(), sets, Checkpoint.load(FOCUS_MODEL))
+
+
+def discs(shape=(64, 96), centres=((32, 34), (32, 60)), radius=15) -> np.ndarray:
+    """Instance labels of discs; later discs win where they overlap."""
+    rows, cols = np.indices(shape)
+    labels = np.zeros(shape, dtype=np.uint16)
+    for i, (r, c) in enumerate(centres):
+        labels[(rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2] = i + 1
+    return labels
+
+
+def test_both_heads_have_the_input_size_and_deblurring_starts_as_the_identity():
+    network = BNSNet(1, depth=2, n_filters=4).eval()
+    x = torch.randn(2, 1, 32, 48)
+    with torch.no_grad():
+        logits, deblurred = network(x)
+    assert logits.shape == (2, 3, 32, 48) and deblurred.shape == x.shape
+    torch.testing.assert_close(deblurred, x)
+
+
+def test_the_branches_share_the_encoder_and_each_is_a_plain_unet():
+    checkpoint = tiny_bns()
+    network = BNSNet(1, depth=2, n_filters=4)
+    network.load_state_dict({k: v for k, v in checkpoint.state_dict.items() if not k.startswith("focus.")})
+    network.eval()
+    assert network.restoration.encoder is network.segmentation.encoder
+    part = branch(checkpoint, "segmentation")
+    plain = UNet(**part.architecture).eval()
+    plain.load_state_dict(part.state_dict)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), network(x)[0])
+
+
+def test_a_binary_unet_starts_the_segmentation_branch_with_its_nucleus_logit_as_interior():
+    source = tiny_checkpoint()
+    network = BNSNet(1, depth=2, n_filters=4)
+    transfer_weights(network.segmentation, source)
+    assert seed_classes_from_binary(network.segmentation.head, source)
+    plain = UNet(**source.architecture).eval()
+    plain.load_state_dict(source.state_dict)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        logits = network.eval()(x)[0]
+        torch.testing.assert_close(logits[:, 1], plain(x)[:, 0])
+    assert (logits[:, 0] == 0).all() and (logits[:, 2] == -2).all()
+
+
+def test_boundary_target_outlines_each_nucleus_and_marks_the_seam():
+    labels = discs()
+    target = boundary_classes(labels)
+    assert target[0, 0] == 0 and target[32, 34] == 1 and target[32, 60] == 1
+    assert target[32, 34 - 15] == 2  # the outline
+    assert target[32, 42] == 1 and target[32, 43] == 1 and target[32, 44] == 2  # disc 2 starts at column 45
+    touching = (labels[:, :-1] > 0) & (labels[:, 1:] > 0) & (labels[:, :-1] != labels[:, 1:])
+    assert touching.sum() > 10
+    assert (target[:, :-1][touching] == 2).all() and (target[:, 1:][touching] == 2).all()
+
+
+def test_pairs_are_blurred_inputs_with_their_clean_targets():
+    rng = np.random.default_rng(0)
+    image, labels = render((64, 64), random_nuclei((64, 64), 4, rng), rng)
+    samples = [LabelledImage("a", image, labels)]
+    config = BNSTrainConfig(data=[], out="", crop=64, background_prob=0.0, max_blur=8, blur_prob=1.0)
+    blurred, classes, clean = PairSampler(samples, config, np.random.default_rng(1)).batch(4)
+    assert blurred.shape == clean.shape == (4, 1, 64, 64) and classes.shape == (4, 64, 64)
+    assert classes.dtype == torch.int64 and set(classes.unique().tolist()) <= {0, 1, 2}
+    assert not torch.equal(blurred, clean)
+    sharp = PairSampler(samples, dataclasses.replace(config, blur_prob=0.0), np.random.default_rng(1)).batch(4)
+    torch.testing.assert_close(sharp[0], sharp[2])
+
+
+def test_the_loss_decreases_on_a_tiny_synthetic_problem():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    samples = [LabelledImage(str(i), *render((48, 48), random_nuclei((48, 48), 3, rng), rng)) for i in range(2)]
+    config = BNSTrainConfig(data=[], out="", crop=48, max_blur=6)
+    batch = PairSampler(samples, config, rng).batch(2)
+    network = BNSNet(1, depth=2, n_filters=4)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = bns_loss(*network(batch[0]), batch[1], batch[2], config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_the_watershed_splits_two_touching_discs_on_their_boundary():
+    truth = discs()
+    target = boundary_classes(truth)
+    proba = np.stack([target == c for c in range(3)]).astype(np.float32)
+    assert int(np.max(BoundaryWatershed(marker_threshold=2.0)(proba))) == 1  # no markers: one object
+    labels = BoundaryWatershed()(proba)
+    assert labels.dtype == np.uint16 and labels.max() == 2
+    for i in (1, 2):
+        overlap = np.bincount(labels[truth == i], minlength=3)
+        assert overlap.argmax() > 0 and overlap.max() > 0.9 * (truth == i).sum()
+
+
+def test_the_watershed_rejects_probabilities_that_are_not_three_classes():
+    with pytest.raises(ValueError, match="3×H×W"):
+        BoundaryWatershed()(np.zeros((2, 8, 8), np.float32))
+
+
+def test_a_checkpoint_round_trips_through_segmenter_load(tmp_path):
+    sets = {"sharp": BoundaryWatershed(min_size=33).to_dict(), "blurry": BoundaryWatershed(min_size=44).to_dict()}
+    original = BNSSegmenter(tiny_bns(sets), device="cpu")
+    path = original.checkpoint.save(tmp_path / "bns.pt")
+    loaded = segmenter.load(path, device="cpu")
+    assert isinstance(loaded, BNSSegmenter) and segmenter.FAMILIES["bns"] is BNSSegmenter
+    assert loaded.postprocess == original.postprocess and loaded.postprocess["blurry"].min_size == 44
+    assert loaded.focus_threshold == pytest.approx(original.classifier.threshold)
+    image = nuclei_image((96, 128))
+    np.testing.assert_allclose(loaded.predict_proba(image), original.predict_proba(image), atol=1e-5)
+    deblurred = loaded.deblur(image)
+    assert deblurred.shape == image.shape and deblurred.dtype == np.float32
+    np.testing.assert_allclose(deblurred, Normalization()(image.astype(np.float32)), atol=1e-5)  # untrained: identity
+    found = loaded.instances(image)
+    assert found.labels.shape == image.shape and loaded.segment(image).shape == image.shape
+
+
+def test_the_focus_switch_picks_the_blurry_post_processing_for_a_heavily_blurred_tile():
+    # the untrained network calls ~2/3 of every pixel nucleus: the sharp set finds nothing, the blurry everything
+    sets = {"sharp": BoundaryWatershed(foreground_threshold=0.99).to_dict(),
+            "blurry": BoundaryWatershed(foreground_threshold=0.01, marker_threshold=-2.0).to_dict()}
+    model = BNSSegmenter(tiny_bns(sets), device="cpu")
+    sharp = nuclei_image((256, 256))
+    blurry = defocus(sharp, 16, seed=0)
+    found = model.instances_batch([sharp, blurry])
+    assert [f.extra["focus"]["model"] for f in found] == ["sharp", "blurry"]
+    assert found[1].extra["focus"]["score"] > model.focus_threshold
+    assert len(found[0]) == 0 and len(found[1]) >= 1
+
+
+def test_threshold_option_sets_the_nuclei_threshold_of_both_sets():
+    model = BNSSegmenter(tiny_bns(), device="cpu", threshold=0.7)
+    assert {model.postprocess[name].foreground_threshold for name in SETS} == {0.7}
+
+
+def test_bad_input_and_bad_checkpoints_get_clear_errors():
+    model = BNSSegmenter(tiny_bns(), device="cpu")
+    with pytest.raises(ValueError, match="channels"):
+        model.instances(np.zeros((32, 32, 5), np.uint8))
+    with pytest.raises(ValueError, match="H×W"):
+        model.deblur(np.zeros((2, 2, 2, 2), np.uint8))
+    checkpoint = tiny_bns()
+    checkpoint.postprocess.pop("blurry")
+    with pytest.raises(ModelLoadError, match="blurry"):
+        BNSSegmenter(checkpoint, device="cpu")
