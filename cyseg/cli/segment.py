@@ -1,4 +1,5 @@
-"""`cyseg segment`: write a uint16 instance label TIFF and GeoJSON polygons per input image."""
+"""`cyseg segment`: write a uint16 instance label TIFF and GeoJSON polygons per input image (and, with
+--deblurred, the deblurred image of a model that has a deblurring head)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,9 @@ def register(subparsers) -> None:
                         help="the images' pixel size in µm (default: unknown, estimated from the nuclei for a model "
                              "that records its own pixel size)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--deblurred", action="store_true",
+                        help="also write the model's deblurred image (float32 TIFF, normalised intensities) per input; "
+                             "needs a model with a deblurring head (bns)")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--backend", default="auto",
@@ -42,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         raise CysegError("two inputs share a file name stem; their outputs would overwrite each other")
     options = {} if args.threshold is None else {"threshold": args.threshold}
     picker = ModelPicker(args.model, device=args.device, backend=args.backend, **options)
+    if args.deblurred and args.model != "auto":
+        _deblurring(picker.load(args.model)[1], args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     total, choices = 0, {}
     for path in tqdm(args.images, desc="segmenting", unit="image"):
@@ -58,7 +64,17 @@ def run(args: argparse.Namespace) -> int:
                             "class": model.class_names[found.classes[label - 1]]})
                  for label, polygon in polygons.items()]
         write_geojson(args.out / f"{path.stem}.geojson", feature_collection(items))
+        if args.deblurred:
+            tifffile.imwrite(args.out / f"{path.stem}-deblurred.tif", _deblurring(model, picked.name).deblur(image),
+                             compression="zlib")
         total += len(found)
     (args.out / MODELS_FILE).write_text(json.dumps(choices, indent=1))
     print(f"{total} objects in {len(args.images)} image(s); results in {args.out} (models chosen: {MODELS_FILE})")
     return 0
+
+
+def _deblurring(model, name: str):
+    """`model` when it can deblur; a clear error otherwise."""
+    if not hasattr(model, "deblur"):
+        raise CysegError(f"--deblurred needs a model with a deblurring head (bns); {name} has none")
+    return model

@@ -176,3 +176,17 @@ def test_bad_input_and_bad_checkpoints_get_clear_errors():
     checkpoint.postprocess.pop("blurry")
     with pytest.raises(ModelLoadError, match="blurry"):
         BNSSegmenter(checkpoint, device="cpu")
+
+
+def test_segment_writes_the_deblurred_image_of_a_bns_model_and_refuses_other_models(tmp_path, capsys):
+    import tifffile
+
+    from cyseg.cli import main
+    model_path = tiny_bns().save(tmp_path / "bns.pt")
+    image = tmp_path / "field.tif"
+    tifffile.imwrite(image, defocus(discs().astype(np.float32) * 900 + 100, 6).astype(np.uint16))
+    assert main(["segment", str(image), "--model", str(model_path), "--deblurred", "--out", str(tmp_path / "out")]) == 0
+    deblurred = tifffile.imread(tmp_path / "out" / "field-deblurred.tif")
+    assert deblurred.shape == discs().shape and deblurred.dtype == np.float32
+    assert main(["segment", str(image), "--model", "default", "--deblurred", "--out", str(tmp_path / "x")]) == 2
+    assert "deblurring head" in capsys.readouterr().err
