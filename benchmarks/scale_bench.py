@@ -5,7 +5,7 @@ and 256 Mpix (the largest with ~100,000 nuclei).
 
 Each slide is written by `cyseg.demo_slide` (a pyramidal TIFF rendered strip by strip; it holds level 1
 and below, a quarter of the pixels, in memory, never level 0), with its sparse part denser than the demo's
-(`SPARSE_SPACING`) so that 256 Mpix holds ~100,000 nuclei. The job runs as `make demo` runs it: `run.py`
+(`SPARSE_DENSITY`) so that 256 Mpix holds ~100,000 nuclei. The job runs as `make demo` runs it: `run.py`
 in a subprocess with the command line Cytomine builds from descriptor.json (model `default`, backend
 `auto`), against a fresh embedded server, reading the slide file directly (`CYSEG_SLIDE_ROOTS`), with the
 real client over HTTP. Per size: wall time of the job process, Mpix/s, objects, the job process's peak
@@ -27,7 +27,6 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +40,7 @@ from cyseg.pipeline.results import SUMMARY_NAME  # noqa: E402
 from cyseg.server.runner import LocalServer  # noqa: E402
 
 SIDES = {4: 2048, 16: 4096, 64: 8192, 256: 16384}  # Mpix -> side of the square slide
-SPARSE_SPACING = 2250  # pixels² per nucleus outside the dense cluster (the demo's: 9000)
+SPARSE_DENSITY = 4.0  # nuclei outside the dense cluster, relative to the demo's (one per 2250 px² instead of 9000)
 RSS_TARGET_GB = 3.0
 
 
@@ -67,8 +66,7 @@ def run_size(mpix: int, scratch: Path) -> dict:
     side = SIDES[mpix]
     slides = scratch / f"slides-{mpix}"
     began = time.perf_counter()
-    with mock.patch.object(demo_slide, "SPARSE_SPACING", SPARSE_SPACING):
-        slide = demo_slide.write_demo_slide(slides / f"scale-{mpix}.tif", side, side)
+    slide = demo_slide.write_demo_slide(slides / f"scale-{mpix}.tif", side, side, sparse_density=SPARSE_DENSITY)
     generated = time.perf_counter() - began
     out, log_path = scratch / f"job-{mpix}", scratch / f"job-{mpix}.log"
     with LocalServer(slides, scratch / f"server-{mpix}", ROOT / "descriptor.json").in_thread() as server:
@@ -135,7 +133,7 @@ def main() -> int:
             results.append(run_size(mpix, args.work or Path(scratch)))
             print(json.dumps(results[-1]), flush=True)
     report = {"date": datetime.now().strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "backend": model.runner.description, "sparse_spacing_px2": SPARSE_SPACING,
+              "cpus": os.cpu_count(), "backend": model.runner.description, "sparse_density": SPARSE_DENSITY,
               "rss_target_gb": RSS_TARGET_GB, "sizes": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

@@ -60,12 +60,13 @@ def _fill(box: tuple[int, int, int, int], spacing: float, rng: np.random.Generat
     return nuclei
 
 
-def layout(width: int, height: int, seed: int, density: float = 1.0) -> list[Nucleus]:
+def layout(width: int, height: int, seed: int, density: float = 1.0, sparse_density: float = 1.0) -> list[Nucleus]:
     """Nuclei of the asymmetric layout: a dense cluster in the top-left third of each side, sparse
-    nuclei in the rest of the left two thirds, nothing in the right third. `density` scales the counts."""
+    nuclei in the rest of the left two thirds, nothing in the right third. `density` scales the counts,
+    `sparse_density` those of the sparse part once more."""
     rng = np.random.default_rng(seed)
     third_w, third_h = width // 3, height // 3
-    dense, sparse = DENSE_SPACING / density, SPARSE_SPACING / density
+    dense, sparse = DENSE_SPACING / density, SPARSE_SPACING / (density * sparse_density)
     return (_fill((0, 0, third_w, third_h), dense, rng) + _fill((third_w, 0, 2 * third_w, third_h), sparse, rng)
             + _fill((0, third_h, 2 * third_w, height), sparse, rng))
 
@@ -98,11 +99,12 @@ def _halve(grey: np.ndarray) -> np.ndarray:
 
 
 def write_demo_slide(path: str | Path, width: int = 4096, height: int = 3072, seed: int = 0,
-                     density: float = 1.0, levels: int | None = None) -> DemoSlide:
-    """Write the slide at `path` (a .tif) and its ground truth; return both."""
+                     density: float = 1.0, levels: int | None = None, sparse_density: float = 1.0) -> DemoSlide:
+    """Write the slide at `path` (a .tif) and its ground truth; return both (`density`, `sparse_density`
+    as for `layout`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nuclei = layout(width, height, seed, density)
+    nuclei = layout(width, height, seed, density, sparse_density)
     levels = levels or max(1, int(np.log2(max(width, height) / TILE)) + 1)
     pixels_per_cm = 1e4 / PIXEL_SIZE_UM
     options = dict(tile=(TILE, TILE), photometric="rgb", compression="zlib", resolutionunit="CENTIMETER")
