@@ -133,7 +133,7 @@ def main() -> int:
             results.append(run_size(mpix, args.work or Path(scratch)))
             print(json.dumps(results[-1]), flush=True)
     report = {"date": datetime.now().strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "backend": model.runner.description, "sparse_density": SPARSE_DENSITY,
+              "cpus": os.cpu_count(), "backend": model.backend, "sparse_density": SPARSE_DENSITY,
               "rss_target_gb": RSS_TARGET_GB, "sizes": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/train_bns.py [--data ../shared/data] [--epochs 12] [--steps-per-epoch 100] [--resume]
 
-Starts from the shipped default U-Net (same width; the same seeded 10% of bbbc039/train held out).
+Starts from the shipped plain U-Net, `unet` (same width; the same seeded 10% of bbbc039/train held out).
 Writes segmenter/weights/bns-bbbc039.pt (+ .md model card, + training history) and the evaluation
 report on bbbc039/val under runs/bns-bbbc039-eval/.
 """
@@ -54,7 +54,7 @@ decoder; nuclei come from a boundary-aware marker watershed whose values follow 
   same shape: softmax over background / interior / boundary (boundary = each nucleus's
   one-pixel outline and the seams between touching nuclei), and a residual deblurred image
   (added to the normalised input). The deblurring decoder only runs when asked (`deblur`), so
-  segmenting costs one plain U-Net of the same width. Started from the shipped default U-Net
+  segmenting costs one plain U-Net of the same width. Started from the shipped plain U-Net
   (`{Path(config.init_from).name if config.init_from else 'random'}`: encoder and decoder weights into both branches).
 - **Input**: per-image percentile normalisation (1st–99.8th), span at least
   {config.normalization['min_snr']:g}× the pixel noise σ, as the default model. Any size (padded), 8/16-bit.
@@ -106,7 +106,7 @@ def main() -> int:
     config = BNSTrainConfig(data=[str(args.data / "bbbc039" / "train")], out=str(args.out), depth=4, n_filters=12,
                             crop=256, batch_size=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                             max_blur=32, blur_prob=0.7, tune_levels=args.tune_levels, seed=0, device=args.device,
-                            resume=args.resume, bf16=True, init_from=str(WEIGHTS_DIR / SHIPPED["default"]))
+                            resume=args.resume, bf16=True, init_from=str(WEIGHTS_DIR / SHIPPED["unet"]))
     checkpoint = train_bns(config)
     eval_dir = ROOT / "runs" / f"{args.out.stem}-eval"
     val = args.data / "bbbc039" / "val"

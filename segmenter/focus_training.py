@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 #: The synthetic blur the focus classifiers were trained on: PSF kinds and how often each is drawn,
 #: photons at the brightest pixel (log-uniform) and read noise as a fraction of the dynamic range.
 FOCUS_BLUR = RandomDefocus(kinds={"optical": 0.6, "gaussian": 0.2, "disk": 0.2}, photons=(300.0, 30000.0),
-                           read_noise=(0.0, 0.006), background=(0.0, 0.0), transmission=(1.0, 1.0))
+                           read_noise=(0.0, 0.006), background=(0.0, 0.0), transmission=(1.0, 1.0),
+                           camera_prob=1.0)
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FAMILIES: dict[str, type[Segmenter]] = {}
 
 # Shipped model names -> files in WEIGHTS_DIR (each with a model card, NAME.md). "default" is what the app
-# uses unless told otherwise; "focus-gated" sends each tile to a sharp- or a blurry-trained U-Net and
+# uses unless told otherwise (the BNS blur-robust U-Net; "unet" is its plain U-Net counterpart, "default-v1" the
+# previous default); "focus-gated" sends each tile to a sharp- or a blurry-trained U-Net and
 # "combined" is their one-model counterpart; "detection" finds nuclei as scored star-convex polygons;
 # "otsu" is the classical baseline (no network); "focus" is the focus-quality classifier
 # (segmenter.focus.load_focus_classifier, not a Segmenter).
 SHIPPED: dict[str, str] = {
-    "default": "unet-bbbc039.pt",
+    "default": "bns-bbbc039.pt",
+    "bns": "bns-bbbc039.pt",
+    "unet": "unet-bbbc039-v2.pt",
     "default-v1": "unet-bbbc039.pt",
-    "unet": "unet-bbbc039.pt",
     "combined": "unet-combined.pt",
     "focus-gated": "focus-gated.pt",
     "detection": "detection-bbbc039.pt",

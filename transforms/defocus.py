@@ -222,10 +222,11 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float
 @dataclass(frozen=True)
 class RandomDefocus:
     """Real-looking defocus for training: per image, a PSF kind drawn by `kinds` weight, the
-    pupil's shape (Airy radius in px, spherical aberration in waves) and a camera (photons at
-    the brightest pixel log-uniform in `photons`, read noise, background and transmission
-    uniform in their ranges; `photons=None`: no shot noise). Shape values are rounded so the
-    PSFs are cached."""
+    pupil's shape (Airy radius in px, spherical aberration in waves) and, with probability
+    `camera_prob`, a camera (photons at the brightest pixel log-uniform in `photons`, read noise,
+    background and transmission uniform in their ranges; `photons=None`: no shot noise); without
+    it the blur alone (the input's own noise smoothed, as a noise-free simulation shows it).
+    Shape values are rounded so the PSFs are cached."""
 
     kinds: dict[str, float] = field(default_factory=lambda: {"pupil": 0.5, "optical": 0.3, "gaussian": 0.1,
                                                              "disk": 0.1})
@@ -235,17 +236,19 @@ class RandomDefocus:
     transmission: tuple[float, float] = (0.6, 1.0)
     airy_radius: tuple[float, float] = (0.6, 2.0)
     spherical: tuple[float, float] = (-1.0, 1.0)
+    camera_prob: float = 0.5
 
     @classmethod
     def plain(cls, kind: str = "optical") -> "RandomDefocus":
         """Always `kind` with its default shape, and no camera effects."""
-        return cls(kinds={kind: 1.0}, photons=None, read_noise=(0.0, 0.0), background=(0.0, 0.0),
-                   transmission=(1.0, 1.0))
+        return cls(kinds={kind: 1.0}, camera_prob=0.0)
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(KINDS)
         if unknown or not self.kinds or min(self.kinds.values()) < 0 or sum(self.kinds.values()) <= 0:
             raise ValueError(f"expected positive weights for PSF kinds among {KINDS}, got {self.kinds}")
+        if not 0 <= self.camera_prob <= 1:
+            raise ValueError(f"expected camera_prob in [0, 1], got {self.camera_prob}")
 
     def __call__(self, image: np.ndarray, level: float, rng: np.random.Generator,
                  kind: str | None = None) -> np.ndarray:
@@ -256,6 +259,8 @@ class RandomDefocus:
         if kind == "pupil":
             shape = dict(airy_radius=round(float(rng.uniform(*self.airy_radius)), 1),
                          spherical=round(float(rng.uniform(*self.spherical)) * 4) / 4)
+        if rng.random() >= self.camera_prob:
+            return defocus(image, level, kind=kind, **shape)
         return defocus(image, level, kind=kind,
                        photons=None if self.photons is None else _log_uniform(rng, self.photons),
                        read_noise=float(rng.uniform(*self.read_noise)),

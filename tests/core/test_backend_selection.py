@@ -13,6 +13,7 @@ from metrics.matching import match_instances
 from segmenter import backend
 from segmenter.datasets import read_image
 
+MODEL = "unet"  # a plain U-Net: its runner is the one the backend layer picks (the default wraps one)
 needs_openvino = pytest.mark.skipif(backend.openvino_module() is None, reason="OpenVINO is not installed")
 
 
@@ -36,7 +37,7 @@ def image(shared_data: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(image: np.ndarray) -> np.ndarray:
     """The nuclei PyTorch fp32 finds: the labels every backend is held to."""
-    found = segmenter.load("default", device="cpu", backend="torch", precision="fp32").instances(image)
+    found = segmenter.load(MODEL, device="cpu", backend="torch", precision="fp32").instances(image)
     assert len(found) > 10
     return found.labels
 
@@ -50,11 +51,11 @@ def same_nuclei(model: segmenter.Segmenter, image: np.ndarray, reference: np.nda
 def test_without_openvino_auto_runs_pytorch_fp32_on_the_cpu(monkeypatch: pytest.MonkeyPatch, no_gpu, image,
                                                              reference):
     monkeypatch.setattr(backend, "openvino_module", lambda: None)
-    model = segmenter.load("default", device="auto", backend="auto")
+    model = segmenter.load(MODEL, device="auto", backend="auto")
     assert (model.device.type, model.runner.backend, model.runner.precision) == ("cpu", "torch", "fp32")
     same_nuclei(model, image, reference)
     with pytest.raises(ValueError, match="needs the openvino package"):
-        segmenter.load("default", device="cpu", backend="openvino")
+        segmenter.load(MODEL, device="cpu", backend="openvino")
 
 
 @needs_openvino
@@ -63,26 +64,26 @@ def test_a_network_openvino_cannot_convert_falls_back_to_pytorch(monkeypatch: py
         raise ValueError("OpenVINO cannot run this network (test)")
 
     monkeypatch.setattr(backend, "openvino_runner", refuse)
-    assert segmenter.load("default", backend="auto").runner.description == "torch fp32"
+    assert segmenter.load(MODEL, backend="auto").runner.description == "torch fp32"
     with pytest.raises(ValueError, match="cannot run this network"):
-        segmenter.load("default", backend="openvino")
+        segmenter.load(MODEL, backend="openvino")
 
 
 @needs_openvino
 def test_a_cpu_without_bf16_gets_openvino_fp32(monkeypatch: pytest.MonkeyPatch, no_gpu, image, reference):
     monkeypatch.setattr(backend, "openvino_has_bf16", lambda ov: False)
-    model = segmenter.load("default", backend="auto")
+    model = segmenter.load(MODEL, backend="auto")
     assert (model.device.type, model.runner.description) == ("cpu", "openvino fp32")
     same_nuclei(model, image, reference)
     with pytest.raises(ValueError, match="runs fp32, not 'bf16'"):
-        segmenter.load("default", backend="openvino", precision="bf16")
+        segmenter.load(MODEL, backend="openvino", precision="bf16")
 
 
 @needs_openvino
 def test_a_cpu_with_bf16_gets_openvino_bf16(no_gpu, image, reference):
     if not backend.openvino_has_bf16(backend.openvino_module()):
         pytest.skip("this CPU has no bf16 dot products (AVX-512 BF16 or AMX)")
-    model = segmenter.load("default", backend="auto")
+    model = segmenter.load(MODEL, backend="auto")
     assert model.runner.description == "openvino bf16"
     same_nuclei(model, image, reference)
 
@@ -90,8 +91,8 @@ def test_a_cpu_with_bf16_gets_openvino_bf16(no_gpu, image, reference):
 def test_without_a_gpu_nothing_runs_on_cuda(no_gpu, image, reference):
     for name in ("auto", "torch", "openvino"):
         assert backend.runner_device(name, "auto").type == "cpu"
-    model = segmenter.load("default", device=None, backend="torch")
+    model = segmenter.load(MODEL, device=None, backend="torch")
     assert model.device.type == "cpu" and model.runner.description == "torch fp32"
     same_nuclei(model, image, reference)
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
-        segmenter.load("default", device="cuda", backend="auto")
+        segmenter.load(MODEL, device="cuda", backend="auto")

@@ -188,5 +188,5 @@ def test_segment_writes_the_deblurred_image_of_a_bns_model_and_refuses_other_mod
     assert main(["segment", str(image), "--model", str(model_path), "--deblurred", "--out", str(tmp_path / "out")]) == 0
     deblurred = tifffile.imread(tmp_path / "out" / "field-deblurred.tif")
     assert deblurred.shape == discs().shape and deblurred.dtype == np.float32
-    assert main(["segment", str(image), "--model", "default", "--deblurred", "--out", str(tmp_path / "x")]) == 2
+    assert main(["segment", str(image), "--model", "unet", "--deblurred", "--out", str(tmp_path / "x")]) == 2
     assert "deblurring head" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def test_segment_writes_uint16_labels_and_geojson_per_input(tmp_path, synthetic_
 
 def test_evaluate_writes_metrics_report_and_plots(tmp_path, synthetic_dataset):
     out = tmp_path / "eval"
-    code = main(["evaluate", "--model", "default", "--images", str(synthetic_dataset / "images"),
+    code = main(["evaluate", "--model", "unet", "--images", str(synthetic_dataset / "images"),
                  "--labels", str(synthetic_dataset / "labels"), "--defocus", "0,4", "--out", str(out)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -462,8 +462,12 @@ def test_random_defocus_is_seeded_and_checks_its_kinds(cells):
     a, b = (blur(img, 10, np.random.default_rng(5)) for _ in range(2))
     assert np.array_equal(a, b) and not np.array_equal(a, blur(img, 10, np.random.default_rng(6)))
     assert np.array_equal(RandomDefocus.plain("gaussian")(img, 3, np.random.default_rng(0)), defocus(img, 3, "gaussian"))
+    quiet = RandomDefocus(kinds={"disk": 1.0}, camera_prob=0.0)(img, 4, np.random.default_rng(1))
+    assert np.array_equal(quiet, defocus(img, 4, "disk"))          # the blur alone, no camera noise
     with pytest.raises(ValueError, match="PSF kinds"):
         RandomDefocus(kinds={"bokeh": 1.0})
+    with pytest.raises(ValueError, match="camera_prob"):
+        RandomDefocus(camera_prob=1.5)
 
 
 def test_defocus_rejects_bad_input():
