@@ -49,7 +49,7 @@ class JobConfig:
     cytomine_id_result_term: int | None = _parameter("Domain", None)
     cytomine_id_blurry_term: int | None = _parameter("Domain", None)
     model: str = _parameter("String", "auto")
-    threshold: float = _parameter("Number", 0.5)
+    threshold: float | None = _parameter("Number", None)  # None: each model's own (tuned) threshold
     min_area: float = _parameter("Number", 50.0)
     max_area: float = _parameter("Number", 5000.0)
     tile_size: int = _parameter("Number", 512)
@@ -69,7 +69,8 @@ class JobConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got '{self.mode}'"),
-            (0 < self.threshold < 1, f"threshold must be between 0 and 1 (exclusive), got {self.threshold}"),
+            (self.threshold is None or 0 < self.threshold < 1,
+             f"threshold must be between 0 and 1 (exclusive), got {self.threshold}"),
             (self.min_area >= 0, f"min_area must be >= 0, got {self.min_area}"),
             (self.max_area > self.min_area,
              f"max_area must be greater than min_area, got {self.max_area} <= {self.min_area}"),

@@ -32,8 +32,9 @@ def load_models(config: JobConfig, resolve: Callable[[str], Path] = segmenter.mo
     `job:<id>`, `cyseg.job.models.resolve_model`)."""
     try:
         spec = config.model if config.model == AUTO else str(resolve(config.model))
-        return ModelPicker(spec, device=config.device, threshold=config.threshold, backend=config.backend,
-                           batch_size=forward_batch_size(config.batch_size, config.device))
+        threshold = {} if config.threshold is None else {"threshold": config.threshold}
+        return ModelPicker(spec, device=config.device, backend=config.backend,
+                           batch_size=forward_batch_size(config.batch_size, config.device), **threshold)
     except (OSError, ValueError) as error:
         raise CysegError(f"cannot load model '{config.model}': {error}") from error
 

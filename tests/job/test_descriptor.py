@@ -76,9 +76,9 @@ def test_command_line_places_every_parameter_and_drops_empty_optional_ones() -> 
     assert argv[:4] == ["python", "run.py", "--cytomine_host", "http://h"]
     assert argv[argv.index("--cytomine_id_images") + 1] == "3,4"
     assert argv[argv.index("--tissue_detection") + 1] == "true"
-    assert "--cytomine_id_roi_term" not in argv
+    assert "--cytomine_id_roi_term" not in argv and "--threshold" not in argv   # empty: the model's own
     flags = {p.flag for p in parameters(descriptor)} - {"--cytomine_id_roi_term", "--cytomine_id_result_term",
-                                                        "--cytomine_id_blurry_term"}
+                                                        "--cytomine_id_blurry_term", "--threshold"}
     assert flags == {a for a in argv if a.startswith("--")}
     with pytest.raises(CysegError, match="contains a space"):
         command_line(descriptor, values | {"model": "my model"})
