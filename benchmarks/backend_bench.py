@@ -27,7 +27,7 @@ from metrics import match_instances  # noqa: E402
 from scripts.train_brightfield import VAL_TILES  # noqa: E402
 from segmenter.datasets import load_labelled  # noqa: E402
 
-MODELS = {"default": "bbbc039", "combined": "bbbc039", "detection": "bbbc039", "he": "he_train"}
+MODELS = {"default": "bbbc039", "unet": "bbbc039", "combined": "bbbc039", "detection": "bbbc039", "he": "he_train"}
 SETTINGS = {"torch fp32": dict(backend="torch", precision="fp32"),
             "torch bf16": dict(backend="torch", precision="bf16"),
             "openvino fp32": dict(backend="openvino", precision="fp32"),
