@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--height", type=int, default=3072)
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--backend", default="auto",
+                        help="how cyseg's variants run the network: auto (default), torch, openvino; the sldc "
+                             "baseline runs it in PyTorch fp32")
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--tile-overlap", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -41,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
             slide = write_demo_slide(work / "slides" / "bench.tif", args.width, args.height).path
         elif not slide.is_file():
             raise CysegError(f"slide {slide} not found")
-        settings = BenchSettings(slide.resolve(), args.model, args.device, args.tile_size, args.tile_overlap,
-                                 args.batch_size)
+        settings = BenchSettings(slide.resolve(), args.model, args.device, args.backend, args.tile_size,
+                                 args.tile_overlap, args.batch_size)
         with tqdm(total=args.repeats * len(VARIANTS), desc="bench", unit="run") as bar:
             def done(name: str) -> None:
                 bar.set_postfix_str(f"{name} done")
@@ -51,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
             results = run_bench(settings, work, args.repeats, on_step=done)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    runs = ", ".join(f"{value:.3f}" for value in results["model_alone_runs_mpix_per_s"])
-    print(f"model alone on {results['device']}, between the runs: {runs} Mpix/s")
+    for kind, values in results["model_alone_runs_mpix_per_s"].items():
+        print(f"model alone on {results['device']} ({kind}), around its runs: "
+              + ", ".join(f"{value:.3f}" for value in values) + " Mpix/s")
     print(f"{'variant':<22}{'Mpix/s':>8}{'model':>8}{'x sldc':>8}{'adjusted':>10}{'of model':>10}{'pipeline':>10}"
           "  stages (s)")
     for name, result in results["variants"].items():

@@ -62,6 +62,7 @@ class BenchSettings:
     slide: Path
     model: str = "default"
     device: str = "auto"
+    backend: str = "auto"  # cyseg's variants; the sldc baseline runs the model in PyTorch fp32, as sldc users do
     tile_size: int = 512
     tile_overlap: int = 32
     batch_size: int = 8
@@ -167,27 +168,30 @@ def _report(wall: float, image: ImageInstance, objects: int, times: StageTimes, 
 def run_bench(settings: BenchSettings, work_dir: Path, repeats: int = 1,
               on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every variant on the slide (a fresh server each), `repeats` times in alternating order, and
-    keep each variant's fastest run. The model alone is measured between the variants, and each run is
-    compared with the mean of the measurements just before and after it, so that other load on the
-    machine affects both sides alike. `on_step(name)` is called after each run."""
-    model = segmenter.load(settings.model, device=settings.device,
-                           batch_size=forward_batch_size(settings.batch_size, settings.device))
+    keep each variant's fastest run. cyseg's variants run the model through `settings.backend`, the sldc
+    baseline in PyTorch fp32. The model alone (the same backend as the run) is measured just before and
+    after each run and the run is compared with their mean, so that other load on the machine affects
+    both sides alike. `on_step(name)` is called after each run."""
+    batch_size = forward_batch_size(settings.batch_size, settings.device)
+    model = segmenter.load(settings.model, device=settings.device, backend=settings.backend, batch_size=batch_size)
+    plain = segmenter.load(settings.model, device=settings.device, backend="torch", precision="fp32",
+                           batch_size=batch_size)
     with OpenSlideSource(settings.slide, 0) as source:
         width, height = source.width, source.height
-
-        def model_alone() -> float:
-            return inference_throughput(model, source, settings)
-
-        alone = [model_alone()]
+        alone: dict[str, list[float]] = {"cyseg": [], BASELINE: []}
         results: dict[str, dict[str, Any]] = {}
         for repeat in range(repeats):
             for name in VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS)):
+                runner, kind = (plain, BASELINE) if name == BASELINE else (model, "cyseg")
+                before = inference_throughput(runner, source, settings)
                 server = LocalServer(settings.slide.parent, work_dir / f"server-{name}-{repeat}")
                 with server.in_thread() as endpoint:
-                    result = (run_sldc_default(endpoint, model, settings) if name == BASELINE
+                    result = (run_sldc_default(endpoint, plain, settings) if name == BASELINE
                               else run_cyseg(endpoint, model, settings, *CYSEG_VARIANTS[name]))
-                alone.append(model_alone())
-                result["model_alone_mpix_per_s"] = round((alone[-2] + alone[-1]) / 2, 3)
+                after = inference_throughput(runner, source, settings)
+                alone[kind] += [before, after]
+                result["backend"] = runner.backend
+                result["model_alone_mpix_per_s"] = round((before + after) / 2, 3)
                 log.info("%s: %s", name, result)
                 if name not in results or result["wall_s"] < results[name]["wall_s"]:
                     results[name] = result
@@ -205,5 +209,5 @@ def run_bench(settings: BenchSettings, work_dir: Path, repeats: int = 1,
     return {"settings": {**dataclasses.asdict(settings), "slide": str(settings.slide)}, "repeats": repeats,
             "slide_size": [width, height], "device": str(model.device), "torch_threads": torch.get_num_threads(),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "model_alone_runs_mpix_per_s": [round(value, 3) for value in alone],
+            "model_alone_runs_mpix_per_s": {kind: [round(value, 3) for value in values] for kind, values in alone.items()},
             "variants": {name: results[name] for name in VARIANTS}}
