@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.card_tables import shared_sections  # noqa: E402
 from scripts.training_arguments import training_parser  # noqa: E402
 from segmenter.bns_training import BNSTrainConfig, train_bns  # noqa: E402
 from segmenter.checkpoint import Checkpoint  # noqa: E402
@@ -90,6 +91,7 @@ the last column is the share of images the focus classifier called wrongly (blur
 
 Overall F1 {metrics['overall']['f1']:.3f}, AP@0.5 {metrics['overall']['ap50']:.3f}{f", NHM {metrics['nhm']:.3f}" if 'nhm' in metrics else ''}.
 
+{shared_sections()}
 Evaluate again: `cyseg evaluate --model {shown} --images ../shared/data/bbbc039/val/images
 --labels ../shared/data/bbbc039/val/labels --defocus {levels} --out runs/{path.stem}-eval`
 """

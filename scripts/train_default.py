@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.card_tables import REAL, f1_by_level, real_defocus_counts  # noqa: E402
 from scripts.training_arguments import training_parser  # noqa: E402
 from segmenter.checkpoint import Checkpoint  # noqa: E402
 from segmenter.registry import WEIGHTS_DIR  # noqa: E402
@@ -31,16 +32,6 @@ LEVELS = "0,2,4,8,12,16,20,28"
 #: Largest training blur radius in px: real BBBC006 z = 00 planes match a pupil blur of 24-32 px
 #: (scripts/calibrate_defocus.py).
 MAX_BLUR = 32
-
-
-def comparison_rows(compared: dict) -> str:
-    """F1 per blur level, one row per model of the side-by-side evaluation."""
-    levels = sorted(next(iter(compared.values()))["per_level"], key=float)
-    header = "| model | " + " | ".join(f"{lv} px" for lv in levels) + " | NHM |"
-    rule = "|---" * (len(levels) + 2) + "|"
-    rows = [f"| {name} | " + " | ".join(f"{m['per_level'][lv]['f1']:.3f}" for lv in levels)
-            + f" | {m.get('nhm', float('nan')):.3f} |" for name, m in compared.items()]
-    return "\n".join([header, rule, *rows])
 
 
 def shown(path: str | Path) -> str:
@@ -72,14 +63,10 @@ def model_card(checkpoint_path: Path, config: TrainConfig, compared: dict, comma
         f"{m['dice']:.3f} | {m['count_mape']:.1f}% | {baseline.get(level, {}).get('f1', float('nan')):.3f} |"
         for level, m in per_level.items())
     blur = config.blur
-    real = "" if not real_defocus else "\n".join(
-        ["", "## Real defocus: the 21 BBBC006 z = 00 planes (no labels)", "",
-         "Nuclei found per plane (`python benchmarks/real_defocus.py`); two planes side by side in "
-         "`docs/real_defocus/`.", "",
-         "| plane | " + " | ".join(real_defocus["models"]) + " |", "|---" * (len(real_defocus["models"]) + 1) + "|",
-         *(f"| {plane} | " + " | ".join(str(real_defocus["counts"][m][plane]) for m in real_defocus["models"]) + " |"
-           for plane in next(iter(real_defocus["counts"].values()))),
-         "| **total** | " + " | ".join(str(real_defocus["summary"][m]["total"]) for m in real_defocus["models"]) + " |"])
+    real = "" if not real_defocus else (
+        "\n## Real defocus: the 21 BBBC006 z = 00 planes (no labels)\n\nNuclei found per plane "
+        "(`python benchmarks/real_defocus.py`); two planes side by side in `docs/real_defocus/`.\n\n"
+        + real_defocus_counts(real_defocus))
     return f"""# Model card: {checkpoint_path.name}
 
 The plain U-Net for fluorescence nuclei (`unet`; the default, `bns`, starts from it): a binary U-Net
@@ -130,7 +117,7 @@ Overall F1 {overall['f1']:.3f}, AP@0.5 {overall['ap50']:.3f}{f", NHM {metrics['n
 
 ## Side by side (same command): F1 per blur level
 
-{comparison_rows(compared)}
+{f1_by_level(compared)}
 
 ![F1 per blur level](../../docs/defocus_sweep.png)
 {real}
@@ -163,8 +150,7 @@ def main() -> int:
                     "--out", str(eval_dir)], check=True)
     compared = json.loads((eval_dir / "comparison.json").read_text())
     shutil.copyfile(eval_dir / "comparison.png", ROOT / "docs" / "defocus_sweep.png")
-    real_path = ROOT / "benchmarks" / "results" / "real_defocus.json"
-    real = json.loads(real_path.read_text()) if real_path.is_file() else None
+    real = json.loads(REAL.read_text()) if REAL.is_file() else None
     command = f"python scripts/train_default.py --epochs {args.epochs} --lr {args.lr:g} --init-from {shown(args.init_from)}"
     postprocess = Checkpoint.load(out).postprocess
     out.with_suffix(".md").write_text(model_card(out, config, compared, command, postprocess, real))
