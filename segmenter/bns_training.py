@@ -1,14 +1,15 @@
 """Training a BNS network (`segmenter.bns`) on folders of images and instance labels.
 
 Each training crop comes from `AugmentedCrops` (flips, turns, shifts, intensity jitter, empty
-fields; no defocus), then with probability `blur_prob` it is defocused by `RandomDefocus` (PSF
-kind and shape, camera noise) at a level drawn from 0..`max_blur` px: the network sees the
-blurred crop and learns its 3-class map (`boundary_classes`) and the clean normalised crop.
-Loss: cross-entropy (boundary class weighted by `boundary_weight`) + MSE + L1 on the deblurred
-output. Adam with a cosine schedule; the checkpoint with the best mean validation F1 (IoU >= 0.5,
-in focus and at `val_defocus_levels`, on a seeded share of the training images) is kept, and then
-each post-processing set is tuned on the validation images (in focus and at `tune_levels`) that
-the focus classifier calls sharp or blurry. A state file next to the output makes it resumable.
+fields, scale, and for stained RGB crops stain, colour and JPEG variation; no defocus), then with
+probability `blur_prob` it is defocused by `RandomDefocus` (PSF kind and shape, camera noise; per
+channel for RGB) at a level drawn from 0..`max_blur` px: the network sees the blurred crop and
+learns its 3-class map (`boundary_classes`) and the clean normalised crop. Loss: cross-entropy
+(boundary class weighted by `boundary_weight`) + MSE + L1 on the deblurred output. Adam with a
+cosine schedule; the checkpoint with the best mean validation F1 (IoU >= 0.5, in focus and at
+`val_defocus_levels`, on the held-out images of `segmenter.training.training_samples`) is kept, and
+then each post-processing set is tuned on the validation images (in focus and at `tune_levels`)
+that the focus classifier calls sharp or blurry. A state file next to the output makes it resumable.
 """
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from metrics import level_key, match_instances
-from segmenter.base import resolve_device
+from segmenter.base import native_bf16, resolve_device
 from segmenter.bns import SETS, BNSNet, BNSSegmenter, BoundaryWatershed, boundary_classes, start_as_identity
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage
 from segmenter.detection_training import transfer_weights
 from segmenter.registry import model_path
-from segmenter.training import (AugmentedCrops, evaluate_f1, load_at_scale, split_validation, stack_tensors,
-                                validation_sets)
+from segmenter.training import (AugmentedCrops, SharedTrainConfig, evaluate_f1, sampling_weights, stack_tensors,
+                                training_samples, validation_sets)
 from transforms import Augmenter, Normalization, RandomDefocus
 
 log = logging.getLogger(__name__)
@@ -46,47 +47,34 @@ GRID: dict[str, tuple] = {"foreground_threshold": (0.4, 0.5, 0.6), "marker_thres
 
 
 @dataclass
-class BNSTrainConfig:
+class BNSTrainConfig(SharedTrainConfig):
     """Everything that defines a BNS training run (stored in the checkpoint)."""
 
-    data: list[str]
-    out: str
-    val_fraction: float = 0.1
-    in_channels: int = 1
-    depth: int = 4
     n_filters: int = 12
-    batch_norm: bool = True
-    crop: int = 256
-    batch_size: int = 8
     epochs: int = 20
-    steps_per_epoch: int = 50
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    blur: dict[str, Any] = field(default_factory=lambda: asdict(RandomDefocus()))
+    val_defocus_levels: list[float] = field(default_factory=lambda: [8, 20])
     boundary_weight: float = 3.0
     mse_weight: float = 1.0
     l1_weight: float = 1.0
     max_blur: int = 32
     blur_prob: float = 0.7
-    blur: dict[str, Any] = field(default_factory=lambda: asdict(RandomDefocus()))
-    background_prob: float = 0.1
-    val_defocus_levels: list[float] = field(default_factory=lambda: [8, 20])
     tune_levels: list[float] = field(default_factory=lambda: [8, 16, 24])
+    tune_grid: dict[str, tuple] = field(default_factory=lambda: dict(GRID))  # post-processing values tried
     focus_model: str = "focus"
-    seed: int = 0
-    device: str | None = None
-    normalization: dict[str, Any] = field(default_factory=lambda: Normalization(min_snr=20.0).to_dict())
-    tune_postprocess: bool = True
-    resume: bool = False
-    init_from: str | None = None  # a U-Net checkpoint of the same width: its encoder and decoder start both branches
-    bf16: bool = False  # bf16 autocast (CPU or GPU) + channels_last for the forward and backward passes
+    # `init_from`: a U-Net checkpoint of the same width: its encoder and decoder start both branches
 
 
 class PairSampler:
     """Batches of blurred normalised crops, their 3-class targets and the clean normalised crops."""
 
     def __init__(self, samples: list[LabelledImage], config: BNSTrainConfig, rng: np.random.Generator):
+        augment = Augmenter(background_prob=config.background_prob, stain_prob=config.stain_prob,
+                            jpeg_prob=config.jpeg_prob)
         self.crops = AugmentedCrops(samples, config.in_channels, config.crop, Normalization(kind="none").to_dict(),
-                                    Augmenter(background_prob=config.background_prob), rng)
+                                    augment, rng, tuple(config.scale_range))
+        if config.data_weights:
+            self.crops.weights = sampling_weights([s.name for s in samples], config)
         self.normalize = Normalization.from_dict(config.normalization)
         self.blur = RandomDefocus(**config.blur)
         self.rng, self.max_blur, self.blur_prob = rng, config.max_blur, config.blur_prob
@@ -143,7 +131,8 @@ def tune_watershed(probas: list[np.ndarray], labels: list[np.ndarray], base: Bou
     return best, best_f1
 
 
-def with_tuned_sets(checkpoint: Checkpoint, samples: list[LabelledImage], device: torch.device) -> Checkpoint:
+def with_tuned_sets(checkpoint: Checkpoint, samples: list[LabelledImage], device: torch.device,
+                    grid: dict[str, tuple] = GRID) -> Checkpoint:
     """The checkpoint with each post-processing set tuned on the `samples` the focus classifier sends to it."""
     model = BNSSegmenter(checkpoint, device=device)
     images = [s.image for s in samples]
@@ -155,7 +144,7 @@ def with_tuned_sets(checkpoint: Checkpoint, samples: list[LabelledImage], device
             log.warning("no validation image called %s: its post-processing stays as it is", name)
             continue
         values, f1 = tune_watershed([probas[i] for i in chosen], [samples[i].labels for i in chosen],
-                                    model.postprocess[name])
+                                    model.postprocess[name], grid)
         checkpoint.postprocess[name] = values.to_dict()
         tuned[name] = dict(f1=f1, images=len(chosen))
         log.info("%s post-processing (%d images): %s, F1 %.4f", name, len(chosen), values, f1)
@@ -171,10 +160,10 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    train_samples, val_samples = split_validation(load_at_scale(config.data, [], None), config.val_fraction,
-                                                  config.seed)
-    data_summary = dict(train=config.data, val=f"{config.val_fraction:.0%} of train", n_train=len(train_samples),
-                        n_val=len(val_samples), val_names=[s.name for s in val_samples])
+    bf16 = config.bf16 and native_bf16(device)
+    if config.bf16 and not bf16:
+        log.info("bf16 asked for, but %s has no native bf16: training in fp32", device)
+    train_samples, val_samples, data_summary = training_samples(config)
     sampler = PairSampler(train_samples, config, rng)
     val_sets = validation_sets(val_samples, config.val_defocus_levels, config.seed)
     focus = Checkpoint.load(model_path(config.focus_model))
@@ -188,7 +177,7 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
         seeded = seed_classes_from_binary(network.segmentation.head, source)
         log.info("initialised %d tensors from %s (class head seeded: %s)", len(copied), config.init_from, seeded)
     network.to(device)
-    if config.bf16:
+    if bf16:
         network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
@@ -199,6 +188,7 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scheduler.T_max = total_steps  # a resumed run may be given another length: the cosine ends with it
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
@@ -206,7 +196,7 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
 
     def checkpoint_now(metrics: dict[str, Any]) -> Checkpoint:
         return BNSSegmenter.build_checkpoint(
-            network, config.normalization, postprocess, focus, metrics=metrics,
+            network, config.normalization, postprocess, focus, metrics=metrics, pixel_size_um=config.pixel_size_um,
             training=dict(config=asdict(config), data=data_summary, date=date.today().isoformat(),
                           torch=torch.__version__))
 
@@ -217,9 +207,9 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
         started, losses = time.time(), []
         for _ in range(config.steps_per_epoch):
             images, classes, clean = (t.to(device) for t in sampler.batch(config.batch_size))
-            if config.bf16:
+            if bf16:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits, deblurred = network(images)
             loss = bns_loss(logits, deblurred, classes, clean, config)
             optimizer.zero_grad()
@@ -232,7 +222,7 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
         train_seconds = time.time() - started
         network.eval()
         candidate = checkpoint_now({})
-        segmenter = BNSSegmenter(candidate, device=device, precision="bf16" if config.bf16 else "fp32")
+        segmenter = BNSSegmenter(candidate, device=device, precision="bf16" if bf16 else "fp32")
         val_f1 = {level_key(level): evaluate_f1(segmenter, samples) for level, samples in val_sets}
         score = float(np.mean(list(val_f1.values())))
         history.append(dict(epoch=epoch + 1, loss=float(np.mean(losses)), val_f1=val_f1,
@@ -252,6 +242,6 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
     best_checkpoint.training["history"] = history
     if config.tune_postprocess:
         tuning = [s for _, samples in validation_sets(val_samples, config.tune_levels, config.seed) for s in samples]
-        best_checkpoint = with_tuned_sets(best_checkpoint, tuning, device)
+        best_checkpoint = with_tuned_sets(best_checkpoint, tuning, device, config.tune_grid)
     best_checkpoint.save(out)
     return best_checkpoint

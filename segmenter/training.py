@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from metrics import level_key, match_instances, soft_dice_loss
-from segmenter.base import resolve_device
+from segmenter.base import native_bf16, resolve_device
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage, load_labelled
 from segmenter.inputs import to_channels
@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in the checkpoint)."""
+class SharedTrainConfig:
+    """What every crop-based trainer shares: data and its split, scale, crops, optimisation and augmentation."""
 
     data: list[str]
     out: str
@@ -55,10 +55,6 @@ class TrainConfig:
     steps_per_epoch: int = 50
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    dice_weight: float = 1.0
-    seam_weight: float = 5.0
-    defocus_levels: list[float] = field(default_factory=list)
-    defocus_prob: float = 0.5
     # the defocus model (`transforms.RandomDefocus` fields: PSF kinds, pupil shape and camera noise ranges)
     blur: dict[str, Any] = field(default_factory=lambda: asdict(RandomDefocus.plain("optical")))
     val_defocus_levels: list[float] = field(default_factory=list)
@@ -67,7 +63,6 @@ class TrainConfig:
     pixel_size_um: float | None = None
     background_prob: float = 0.1
     normalization: dict[str, Any] = field(default_factory=lambda: Normalization(min_snr=20.0).to_dict())
-    postprocess: dict[str, Any] = field(default_factory=lambda: PostProcess().to_dict())
     tune_postprocess: bool = True
     resume: bool = False
     init_from: str | None = None  # a U-Net checkpoint of the same architecture to start from (fine-tuning)
@@ -80,7 +75,18 @@ class TrainConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)  # crops resampled by a log-uniform factor in this range
     stain_prob: float = 0.0  # stain (HED) and hue/saturation/brightness variation of RGB crops
     jpeg_prob: float = 0.0
-    bf16: bool = False  # bf16 autocast (CPU or GPU) + channels_last for the forward and backward passes
+    bf16: bool = False  # bf16 autocast + channels_last for the forward and backward passes, where the device runs bf16 natively
+
+
+@dataclass
+class TrainConfig(SharedTrainConfig):
+    """Everything that defines a binary U-Net training run (stored in the checkpoint)."""
+
+    dice_weight: float = 1.0
+    seam_weight: float = 5.0
+    defocus_levels: list[float] = field(default_factory=list)
+    defocus_prob: float = 0.5
+    postprocess: dict[str, Any] = field(default_factory=lambda: PostProcess().to_dict())
 
 
 def seam_target(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +131,7 @@ def folder_of(name: str) -> str:
     return name.rsplit(":", 1)[0] if ":" in name else ""
 
 
-def sampling_weights(names: list[str], config: TrainConfig) -> np.ndarray:
+def sampling_weights(names: list[str], config: "SharedTrainConfig") -> np.ndarray:
     """Per-image probabilities: each data folder gets its `data_weights` share, split evenly."""
     if len(config.data_weights) != len(config.data):
         raise ValueError(f"expected one weight per data folder ({len(config.data)}), got {len(config.data_weights)}")
@@ -255,14 +261,9 @@ def build_checkpoint(network: UNet, config: TrainConfig, metrics: dict[str, Any]
         metrics=metrics)
 
 
-def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
-    """Train, keep the best-on-validation checkpoint at `config.out`, and return it."""
-    out = Path(config.out)
-    state_path = out.with_name(out.stem + ".state.pt")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    device = resolve_device(config.device)
-
+def training_samples(config: SharedTrainConfig) -> tuple[list[LabelledImage], list[LabelledImage], dict[str, Any]]:
+    """The training and validation images of a run at the model's scale (validation: the `val_names` images,
+    else the `val_data` folders, else a seeded `val_fraction` of the data) and a summary for the checkpoint."""
     train_samples = load_at_scale(config.data, config.data_pixel_size_um, config.pixel_size_um)
     if config.val_names:
         held_out = set(config.val_names)
@@ -278,6 +279,21 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
                         n_train=len(train_samples), n_val=len(val_samples),
                         val_names=[s.name for s in val_samples],
                         median_diameter_px=float(np.median([median_diameter(s.labels) for s in train_samples])))
+    return train_samples, val_samples, data_summary
+
+
+def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
+    """Train, keep the best-on-validation checkpoint at `config.out`, and return it."""
+    out = Path(config.out)
+    state_path = out.with_name(out.stem + ".state.pt")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = resolve_device(config.device)
+    bf16 = config.bf16 and native_bf16(device)
+    if config.bf16 and not bf16:
+        log.info("bf16 asked for, but %s has no native bf16: training in fp32", device)
+
+    train_samples, val_samples, data_summary = training_samples(config)
     sampler = CropSampler(train_samples, config, rng)
     val_sets = validation_sets(val_samples, config.val_defocus_levels, config.seed)
 
@@ -285,7 +301,7 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     if config.init_from:
         network.load_state_dict(Checkpoint.load(config.init_from).state_dict)
     network.to(device)
-    if config.bf16:
+    if bf16:
         network.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
@@ -309,9 +325,9 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
         started, losses = time.time(), []
         for _ in range(config.steps_per_epoch):
             images, targets, weights = (t.to(device) for t in sampler.batch(config.batch_size))
-            if config.bf16:
+            if bf16:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = network(images)
             logits = logits.float()
             loss = F.binary_cross_entropy_with_logits(logits, targets, weight=weights) \

@@ -96,6 +96,22 @@ def test_pairs_are_blurred_inputs_with_their_clean_targets():
     torch.testing.assert_close(sharp[0], sharp[2])
 
 
+def test_stained_pairs_keep_colour_and_follow_the_folder_shares():
+    rng = np.random.default_rng(0)
+    grey, labels = render((64, 64), random_nuclei((64, 64), 4, rng), rng)
+    pink = np.stack([255 - grey // 2, 255 - grey, 255 - grey // 3], axis=-1).astype(np.uint8)
+    samples = [LabelledImage("a:one", pink, labels), LabelledImage("b:two", pink, labels),
+               LabelledImage("b:three", pink, labels)]
+    config = BNSTrainConfig(data=["a", "b"], out="", in_channels=3, crop=48, data_weights=[0.9, 0.1],
+                            scale_range=(0.5, 2.0), stain_prob=1.0, jpeg_prob=1.0, max_blur=4, blur_prob=0.0)
+    sampler = PairSampler(samples, config, np.random.default_rng(1))
+    blurred, classes, clean = sampler.batch(2)
+    assert blurred.shape == clean.shape == (2, 3, 48, 48) and classes.shape == (2, 48, 48)
+    assert not torch.equal(clean[:, 0], clean[:, 1])  # the channels stay apart (stain varied per channel)
+    picks = sampler.crops.pick(2000)
+    assert 0.85 < np.mean(picks == 0) < 0.95  # folder a's share, its one image
+
+
 def test_the_loss_decreases_on_a_tiny_synthetic_problem():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -2,10 +2,13 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from segmenter import Checkpoint
 from metrics import match_instances
+from segmenter import training
+from segmenter.base import native_bf16
 from segmenter.training import TrainConfig, seam_target, train
 
 
@@ -76,3 +79,19 @@ def test_tuning_picks_the_best_setting_of_the_grid(synthetic_dataset):
         scores[distance] = 2 * tp / (2 * tp + fp + fn)
     assert chosen.min_distance == max(scores, key=scores.get)
     assert f1 == max(scores.values())
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_is_native_only_on_cpus_with_bf16_dot_products(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert native_bf16(torch.device("cpu")) is native
+
+
+def test_bf16_asked_for_without_native_bf16_trains_in_fp32(tmp_path, synthetic_dataset, monkeypatch):
+    monkeypatch.setattr(training, "native_bf16", lambda device: False)
+    autocasts = []
+    original = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: autocasts.append(k.get("enabled")) or original(*a, **k))
+    train(tiny_config(synthetic_dataset, tmp_path / "model.pt", bf16=True, epochs=1), progress=False)
+    assert autocasts and not any(autocasts)
