@@ -15,11 +15,14 @@ Requests, and what is checked before a retry (a POST whose answer was lost may h
 1. the run record: read, then created (POST) or extended (PUT) once; before a retry it is read
    again, and nothing is sent when it already names this user;
 2. annotations: `POST annotation.json` with an array of `CHUNK_SIZE` annotations (Cytomine core
-   stores an array in one request), `WORKERS` chunks at a time; before a retry, this user's
-   annotations in the image are listed and the chunk keeps only the objects not among them;
+   stores an array in one request and answers with a message naming the new ids in order, see
+   `added_ids`), `WORKERS` chunks at a time; before a retry, this user's annotations in the image
+   are listed and the chunk keeps only the objects not among them;
 3. properties (`cyseg.score`, `cyseg.class`, when `SCORE_PROPERTIES` is on): the ids of the
-   annotations come from one listing of the image's annotations of the users above, matched by
-   centroid; which of them already have each key comes from Cytomine's
+   annotations are matched by centroid among those of earlier runs (listed before the upload) and
+   those the answers named (their class read from one of them); only when some object is in
+   neither (an answer lost, or not understood), this user's annotations in the image are listed
+   again. Which of them already have each key comes from Cytomine's
    `user/{user}/imageinstance/{image}/annotationposition.json?key=` (one request per user and key);
    the missing ones are sent `PROPERTY_CHUNK` annotations per request as one array on
    `domain/{class}/{id}/property.json`, each property naming its own annotation (Cytomine core's
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -50,7 +53,9 @@ import shapely
 from cytomine import Cytomine
 from cytomine.models import (Annotation, AnnotationCollection, AttachedFile, AttachedFileCollection, ImageInstance,
                              Property, PropertyCollection)
+from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
+from shapely.geometry.base import BaseGeometry
 
 from cyseg.cytomine.connection import ServerError, call, host
 from cyseg.pipeline.objects import DetectedObject
@@ -70,35 +75,45 @@ MANIFEST_PREFIX = "cyseg.run."
 SCORE_PROPERTIES = True  # attach cyseg.score and cyseg.class to every annotation
 SCORE_KEY, CLASS_KEY = "cyseg.score", "cyseg.class"
 SCORE_DECIMALS = 4
+ADDED = re.compile(r"\w+ ([\d,]+) added")  # the message of Cytomine core's answer to a bulk creation
 
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
 
 
 class CentroidIndex:
-    """Points on a grid of `distance`-sized cells, to ask quickly whether one lies near a position
-    (safe to use from several threads)."""
+    """Points, to ask quickly which of many positions lie within `distance` of one of them (safe to use from
+    several threads)."""
 
     def __init__(self, distance: float = DUPLICATE_DISTANCE) -> None:
         self.distance = distance
-        self.cells: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        self.parts: list[np.ndarray] = []
+        self.tree: cKDTree | None = None  # of the points added so far, built when first asked
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
-        return sum(len(points) for points in self.cells.values())
-
-    def _cell(self, x: float, y: float) -> tuple[int, int]:
-        return math.floor(x / self.distance), math.floor(y / self.distance)
-
-    def add(self, x: float, y: float) -> None:
         with self.lock:
-            self.cells.setdefault(self._cell(x, y), []).append((x, y))
+            return sum(len(part) for part in self.parts)
 
-    def near(self, x: float, y: float) -> bool:
-        cx, cy = self._cell(x, y)
+    def add(self, points: ArrayLike) -> None:
+        """Index these (x, y) points."""
         with self.lock:
-            return any(math.hypot(x - px, y - py) <= self.distance
-                       for i in (-1, 0, 1) for j in (-1, 0, 1) for px, py in self.cells.get((cx + i, cy + j), ()))
+            self.parts.append(np.asarray(points, dtype=float).reshape(-1, 2))
+            self.tree = None
+
+    def near(self, points: ArrayLike) -> np.ndarray:
+        """For each (x, y) point, whether an indexed point lies within `distance` of it."""
+        with self.lock:
+            if self.tree is None:
+                self.tree = cKDTree(np.concatenate(self.parts) if self.parts else np.empty((0, 2)))
+            tree = self.tree
+        return tree.query(np.asarray(points, dtype=float).reshape(-1, 2))[0] <= self.distance
+
+
+def centroids(geometries: Sequence[BaseGeometry] | np.ndarray) -> np.ndarray:
+    """The (x, y) centroid of each geometry, computed together."""
+    points = shapely.centroid(np.asarray(geometries, dtype=object))
+    return np.column_stack([shapely.get_x(points), shapely.get_y(points)])
 
 
 @dataclass
@@ -129,6 +144,13 @@ class StoredAnnotation:
     class_name: str
 
 
+def added_ids(answer: Any) -> list[int]:
+    """The ids an answer to a bulk creation names, in the order of the objects sent: Cytomine core's
+    `ModelService.addMultiple` answers `{"message": "algoannotations 12,13 added"}`; empty for any other answer."""
+    match = ADDED.fullmatch(str(answer.get("message"))) if isinstance(answer, dict) else None
+    return [int(ident) for ident in match.group(1).split(",")] if match else []
+
+
 def stored_annotations(image_id: int, user_ids: Iterable[int]) -> dict[int, StoredAnnotation]:
     """Id -> the annotations these users made in an image, read page by page."""
     users = sorted(set(user_ids))
@@ -140,9 +162,9 @@ def stored_annotations(image_id: int, user_ids: Iterable[int]) -> dict[int, Stor
                                                  showMeta=True, showGIS=False, showTerm=False, max=LISTING_PAGE,
                                                  offset=offset).fetch(),
                     attempts=ATTEMPTS, backoff_s=BACKOFF_S)
-        for annotation in page:
-            point = shapely.from_wkt(annotation.location).centroid
-            found[annotation.id] = StoredAnnotation(point.x, point.y, annotation.user, annotation.class_)
+        points = centroids(shapely.from_wkt([annotation.location for annotation in page]))
+        for annotation, (x, y) in zip(page, points.tolist()):
+            found[annotation.id] = StoredAnnotation(x, y, annotation.user, annotation.class_)
         if len(page) < LISTING_PAGE:
             break
     return found
@@ -181,6 +203,8 @@ class ImageUploader:
         self.index = CentroidIndex()
         self.users: set[int] = {user_id}
         self.stored: dict[int, StoredAnnotation] = {}
+        self.created: dict[int, tuple[float, float]] = {}  # id -> centroid, of what this run's answers named
+        self.lock = threading.Lock()  # over `created`
         self.prepared = False
 
     # --- the run record ---------------------------------------------------------------------------
@@ -217,39 +241,47 @@ class ImageUploader:
         uploader for the key (before anything is sent, so an interrupted upload is found again)."""
         self.users = self._record_run()
         self.stored = stored_annotations(self.image.id, self.users)
-        for annotation in self.stored.values():
-            self.index.add(annotation.x, annotation.y)
+        self.index.add([(annotation.x, annotation.y) for annotation in self.stored.values()])
         log.info("image %s: %d objects already uploaded by earlier runs with the same settings",
                  self.image.id, len(self.index))
         self.prepared = True
 
     # --- annotations ------------------------------------------------------------------------------
-    def _annotation(self, obj: DetectedObject) -> Annotation:
-        location = shapely.to_wkt(obj.polygon, rounding_precision=WKT_DECIMALS, trim=True)
-        term = self.class_terms.get(obj.label, self.term_id)
-        return Annotation(location=location, id_image=self.image.id, id_project=self.project_id,
-                          id_terms=[term] if term is not None else None)
+    def _annotations_json(self, objects: list[DetectedObject]) -> str:
+        """The JSON array of these objects' annotations (their outlines written as WKT together)."""
+        locations = shapely.to_wkt(np.asarray([obj.polygon for obj in objects], dtype=object),
+                                   rounding_precision=WKT_DECIMALS, trim=True).tolist()
+        items = []
+        for obj, location in zip(objects, locations):
+            item = {"location": location, "image": self.image.id, "project": self.project_id}
+            if (term := self.class_terms.get(obj.label, self.term_id)) is not None:
+                item["term"] = [term]
+            items.append(item)
+        return json.dumps(items)
 
-    def _send(self, chunk: list[DetectedObject]) -> None:
-        """Send one chunk; before a retry, drop the objects the server did store (a lost answer)."""
-        pending = list(chunk)
+    def _send(self, chunk: list[DetectedObject], points: np.ndarray) -> None:
+        """Send one chunk (`points`: the objects' centroids); before a retry, drop the objects the server did
+        store (a lost answer)."""
+        pending = np.arange(len(chunk))
 
-        def send() -> bool:
-            if not pending:
+        def send() -> Any:
+            if not pending.size:
                 return True
-            collection = AnnotationCollection()
-            collection.extend(self._annotation(obj) for obj in pending)
-            return collection.save(chunk=None)
+            answer = Cytomine.get_instance().post("annotation.json",
+                                                  self._annotations_json([chunk[i] for i in pending]))
+            if len(ids := added_ids(answer)) == len(pending):
+                with self.lock:
+                    self.created.update(zip(ids, map(tuple, points[pending].tolist())))
+            return answer
 
         def forget_stored() -> None:
-            for annotation in stored_annotations(self.image.id, [self.user_id]).values():
-                self.index.add(annotation.x, annotation.y)
-            pending[:] = [obj for obj in pending if not self.index.near(*obj.centroid)]
+            nonlocal pending
+            self.index.add([(a.x, a.y) for a in stored_annotations(self.image.id, [self.user_id]).values()])
+            pending = pending[~self.index.near(points[pending])]
 
         call(f"uploading {len(chunk)} annotations to image {self.image.id}", send, attempts=ATTEMPTS,
              backoff_s=BACKOFF_S, before_retry=forget_stored)
-        for obj in chunk:
-            self.index.add(*obj.centroid)
+        self.index.add(points)
 
     # --- properties -------------------------------------------------------------------------------
     def _properties(self, obj: DetectedObject) -> dict[str, str]:
@@ -261,17 +293,34 @@ class ImageUploader:
             properties[CLASS_KEY] = self.class_names[obj.label]
         return properties
 
-    def _annotation_ids(self, objects: list[DetectedObject]) -> list[int]:
-        """The id of each object's annotation (this user's, or an earlier run's), matched by centroid."""
-        self.stored.update(stored_annotations(self.image.id, [self.user_id]))
-        ids = list(self.stored)
-        centroids = np.array([(a.x, a.y) for a in self.stored.values()]).reshape(-1, 2)
-        distances, nearest = cKDTree(centroids).query(np.array([obj.centroid for obj in objects]).reshape(-1, 2))
-        for obj, distance in zip(objects, np.atleast_1d(distances).tolist()):
+    def _annotation_ids(self, points: np.ndarray) -> list[int]:
+        """The id of the annotation at each centroid: an earlier run's, or one of this run's, which the answers
+        to their uploads named (this user's annotations are listed only when some centroid has none)."""
+        if self.created:
+            class_name = self._class_of(next(iter(self.created)))
+            self.stored.update((ident, StoredAnnotation(x, y, self.user_id, class_name))
+                               for ident, (x, y) in self.created.items())
+        nearest, distances = self._nearest(points)
+        if (distances > DUPLICATE_DISTANCE).any():
+            self.stored.update(stored_annotations(self.image.id, [self.user_id]))
+            nearest, distances = self._nearest(points)
+        for point, distance in zip(points.tolist(), distances.tolist()):
             if distance > DUPLICATE_DISTANCE:
-                raise ServerError(f"Cytomine server {host()}: the annotation uploaded at {obj.centroid} is missing "
+                raise ServerError(f"Cytomine server {host()}: the annotation uploaded at {tuple(point)} is missing "
                                   f"from image {self.image.id}")
-        return [ids[i] for i in np.atleast_1d(nearest).tolist()]
+        ids = list(self.stored)
+        return [ids[i] for i in nearest.tolist()]
+
+    def _nearest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each centroid, the position in `stored` of the nearest annotation and how far it lies."""
+        stored = np.array([(a.x, a.y) for a in self.stored.values()]).reshape(-1, 2)
+        distances, nearest = cKDTree(stored).query(points)
+        return nearest, distances
+
+    def _class_of(self, annotation_id: int) -> str:
+        """The class of one annotation (UserAnnotation or AlgoAnnotation), as the server names it."""
+        return call(f"reading annotation {annotation_id}", lambda: Annotation().fetch(annotation_id),
+                    attempts=ATTEMPTS, backoff_s=BACKOFF_S).class_
 
     def _missing(self, wanted: dict[int, dict[str, str]]) -> dict[int, dict[str, str]]:
         """`wanted` (annotation id -> properties) less the properties the server already has."""
@@ -308,18 +357,16 @@ class ImageUploader:
         (with the statuses so far) if the server fails."""
         if not self.prepared:
             self.prepare()
-        report = UploadReport([NOT_UPLOADED] * len(objects))
-        fresh = []
-        for position, obj in enumerate(objects):
-            if self.index.near(*obj.centroid):
-                report.statuses[position] = DUPLICATE
-            else:
-                fresh.append(position)
-        wanted = [(obj, properties) for obj in objects if SCORE_PROPERTIES and (properties := self._properties(obj))]
+        points = centroids([obj.polygon for obj in objects])
+        duplicate = self.index.near(points)
+        report = UploadReport([DUPLICATE if found else NOT_UPLOADED for found in duplicate.tolist()])
+        fresh = np.flatnonzero(~duplicate).tolist()
+        wanted = [(position, properties) for position, obj in enumerate(objects)
+                  if SCORE_PROPERTIES and (properties := self._properties(obj))]
         progress = _Progress(len(fresh) + len(wanted), self.on_progress)
 
         def send(positions: list[int]) -> None:
-            self._send([objects[p] for p in positions])
+            self._send([objects[p] for p in positions], points[positions])
             for p in positions:
                 report.statuses[p] = UPLOADED
             progress.add(len(positions))
@@ -332,7 +379,7 @@ class ImageUploader:
             with ThreadPoolExecutor(WORKERS, thread_name_prefix="cyseg-send") as pool:
                 _each(pool, send, _chunks(fresh, self.chunk_size))
                 if wanted:
-                    ids = self._annotation_ids([obj for obj, _ in wanted])
+                    ids = self._annotation_ids(points[[position for position, _ in wanted]])
                     missing = list(self._missing({i: p for i, (_, p) in zip(ids, wanted)}).items())
                     progress.add(len(wanted) - len(missing))
                     _each(pool, send_properties, map(dict, _chunks(missing, PROPERTY_CHUNK)))

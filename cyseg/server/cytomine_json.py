@@ -48,6 +48,12 @@ def created(kind: str, body: JsonObject) -> JsonObject:
             "success": True}
 
 
+def added(class_name: str, ids: Iterable[int]) -> JsonObject:
+    """The answer to a bulk creation (a JSON array), as Cytomine core's `ModelService.addMultiple` gives it:
+    only a message naming the new ids, such as 'algoannotations 12,13 added' (the objects are not echoed)."""
+    return {"message": f"{class_name.rsplit('.', 1)[-1].lower()}s {','.join(map(str, ids))} added"}
+
+
 def user(record: r.User, with_keys: bool) -> JsonObject:
     body: JsonObject = {
         "id": record.id, "class": r.USER_JOB_CLASS if record.algo else r.USER_CLASS,

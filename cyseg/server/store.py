@@ -6,6 +6,7 @@ queue instead of interleaving.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -468,18 +469,33 @@ class Store:
     # --- properties and attached files ------------------------------------------------------------
     def domain_class(self, class_name: str, ident: int) -> str:
         """The canonical class of the object `ident` addressed as `class_name`; 404 when absent."""
+        return self.domain_classes([(class_name, ident)])[0]
+
+    def domain_classes(self, objects: Sequence[tuple[str, int]]) -> list[str]:
+        """`domain_class` of each (class name, id), looked up with one query per table."""
+        tables = [self._domain_table(class_name) for class_name, _ in objects]
+        found: dict[tuple[str, int], int | None] = {}  # (table, id) -> algo (annotations) or None
+        db = self._connection()
+        for table in set(tables):
+            idents = json.dumps([ident for (_, ident), t in zip(objects, tables) if t == table])
+            column = "algo" if table == "annotations" else "NULL"
+            rows = db.execute(f"SELECT id, {column} FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+                              (idents,))
+            found.update(((table, ident), algo) for ident, algo in rows)
+        classes = []
+        for (class_name, ident), table in zip(objects, tables):
+            if (table, ident) not in found:
+                raise NotFound.of("annotation" if table == "annotations" else class_name, ident)
+            algo = found[table, ident]
+            classes.append(class_name if algo is None else ALGO_ANNOTATION_CLASS if algo else USER_ANNOTATION_CLASS)
+        return classes
+
+    @staticmethod
+    def _domain_table(class_name: str) -> str:
         table = "annotations" if class_name == ANNOTATION_ALIAS else DOMAIN_TABLES.get(class_name)
         if table is None:
             raise BadRequest(f"unsupported domain class '{class_name}' (one of {', '.join(sorted(DOMAIN_TABLES))})")
-        if table == "annotations":
-            return self.annotation_class(ident)
-        self._one(f"SELECT 1 FROM {table} WHERE id = ?", (ident,), class_name, ident)
-        return class_name
-
-    def annotation_class(self, annotation_id: int) -> str:
-        (algo,) = self._one("SELECT algo FROM annotations WHERE id = ?", (annotation_id,), "annotation",
-                            annotation_id)
-        return ALGO_ANNOTATION_CLASS if algo else USER_ANNOTATION_CLASS
+        return table
 
     def add_properties(self, items: Sequence[tuple[str, int, str, str | None]]) -> list[Property]:
         """Store (domain class, domain id, key, value) properties, of one object or many, all or none."""

@@ -17,7 +17,7 @@ from cyseg.coordinates import to_cytomine
 from cyseg.dataset import DatasetConfig, Selection, build_dataset, split_slides
 from cyseg.errors import CysegError
 from cyseg.polygons import label_polygons
-from cyseg.server.geometry import measure
+from cyseg.server.geometry import measures
 from cyseg.server.records import NewAnnotation
 from cyseg.server.runner import write_credentials
 from .conftest import EXPERT_COUNT, Project, Slide
@@ -164,7 +164,7 @@ def test_annotation_outside_the_image_is_a_clear_error(client: Cytomine, project
     image = store.image(c.id)
     nucleus = to_cytomine(label_polygons(c.labels)[1], c.labels.shape[0])
     outside = affinity.translate(nucleus, 190 - nucleus.bounds[0], 0)  # sticks out of the 192-pixel wide image
-    sizes = measure(outside)
+    [sizes] = measures([outside])
     admin = store.user_by_public_key(project.endpoint.public_key)
     [stored] = store.add_annotations([NewAnnotation(image, admin.id, outside.wkt, (), sizes.area, sizes.perimeter,
                                                     sizes.centroid_x, sizes.centroid_y)], algo=False)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import requests
 import shapely
-from cytomine.models import Annotation, AnnotationCollection, User
+from cytomine import Cytomine
+from cytomine.models import Annotation, User
 from scipy.spatial import cKDTree
 from shapely.geometry import Point, Polygon
 
@@ -136,16 +137,17 @@ def test_upload_failing_part_way_keeps_results_and_resumes_without_duplicates(
         run_job: RunJob, server: Endpoint, slide: DemoSlide, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upload, "CHUNK_SIZE", 10)
     monkeypatch.setattr(upload, "BACKOFF_S", 0.0)
-    real_save = AnnotationCollection.save
+    real_post = Cytomine.post
     calls = {"n": 0}
 
-    def flaky_save(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise requests.ConnectionError("connection reset by peer")
-        return real_save(self, *args, **kwargs)
+    def flaky_post(self, uri, *args, **kwargs):
+        if uri == "annotation.json":
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise requests.ConnectionError("connection reset by peer")
+        return real_post(self, uri, *args, **kwargs)
 
-    monkeypatch.setattr(AnnotationCollection, "save", flaky_save)
+    monkeypatch.setattr(Cytomine, "post", flaky_post)
     failed = run_job()
     assert failed.exit_code == 1 and failed.job.status == FAILED
     assert "uploading 10 annotations to image" in failed.job.statusComment
@@ -156,7 +158,7 @@ def test_upload_failing_part_way_keeps_results_and_resumes_without_duplicates(
     assert (row["status"], int(row["uploaded"]), int(row["not_uploaded"])) == (
         "upload failed", 30, len(slide.nuclei) - 30)
 
-    monkeypatch.setattr(AnnotationCollection, "save", real_save)
+    monkeypatch.setattr(Cytomine, "post", real_post)
     user = User().fetch(failed.job.userJob)  # resuming = running again with the job's own keys
     resumed = run_job(keys=(user.publicKey, user.privateKey))
     assert resumed.exit_code == 0 and resumed.job.id == failed.job.id and resumed.job.status == SUCCESS
@@ -166,17 +168,18 @@ def test_upload_failing_part_way_keeps_results_and_resumes_without_duplicates(
 def test_lost_answer_to_an_upload_is_not_uploaded_twice(run_job: RunJob, slide: DemoSlide,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upload, "BACKOFF_S", 0.0)
-    real_save = AnnotationCollection.save
+    real_post = Cytomine.post
     calls = {"n": 0}
 
-    def save_then_lose_the_answer(self, *args, **kwargs):
-        calls["n"] += 1
-        result = real_save(self, *args, **kwargs)
-        if calls["n"] == 1:
-            raise requests.ReadTimeout("read timed out")
+    def post_then_lose_the_answer(self, uri, *args, **kwargs):
+        result = real_post(self, uri, *args, **kwargs)
+        if uri == "annotation.json":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise requests.ReadTimeout("read timed out")
         return result
 
-    monkeypatch.setattr(AnnotationCollection, "save", save_then_lose_the_answer)
+    monkeypatch.setattr(Cytomine, "post", post_then_lose_the_answer)
     outcome = run_job()
     assert outcome.exit_code == 0
     assert_matches(centres(outcome.annotations()), truth_centres(slide))

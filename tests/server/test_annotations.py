@@ -59,6 +59,17 @@ def test_two_thousand_annotations_round_trip(client: Cytomine, server: Endpoint)
     assert (one.area, one.areaUnit) == (pytest.approx(11.75 ** 2 * 0.5 ** 2), "micron²")  # 0.5 µm/px
 
 
+def test_an_array_is_answered_as_cytomine_core_does(client: Cytomine, png_image: ImageInstance) -> None:
+    """Only a message naming the new ids, in order (ModelService.addMultiple), not the annotations."""
+    batch = AnnotationCollection()
+    batch.extend(Annotation(location=square(10 * i, 10, 5), id_image=png_image.id) for i in range(3))
+    response = client._post("annotation.json", batch.to_json())
+    stored = sorted(fetch_all(image=png_image.id), key=lambda a: a.id)
+    assert [a.location for a in stored] == [square(10 * i, 10, 5) for i in range(3)]
+    assert response.status_code == 200
+    assert response.json() == {"message": f"userannotations {','.join(str(a.id) for a in stored)} added"}
+
+
 def test_create_one_and_delete(client: Cytomine, server: Endpoint, png_image: ImageInstance) -> None:
     created = Annotation(location=square(10, 20, 30), id_image=png_image.id).save()
     assert created.id and created.location == square(10, 20, 30)
@@ -178,9 +189,11 @@ def test_properties_of_many_annotations_in_one_request_and_their_positions(clien
     kind, first = stored[0].class_, stored[0].id
     items = [{"domainClassName": kind, "domainIdent": a.id, "key": "score", "value": str(i)}
              for i, a in enumerate(stored)]
-    assert len(client.post(f"domain/{kind}/{first}/property.json", json.dumps(items))["collection"]) == 3
-    assert [[(p.key, p.value) for p in PropertyCollection(a).fetch()] for a in stored] == [
+    answer = client.post(f"domain/{kind}/{first}/property.json", json.dumps(items))
+    properties = [PropertyCollection(a).fetch() for a in stored]
+    assert [[(p.key, p.value) for p in found] for found in properties] == [
         [("score", "0")], [("score", "1")], [("score", "2")]]
+    assert answer == {"message": f"propertys {','.join(str(found[0].id) for found in properties)} added"}
     bad = [{"domainClassName": kind, "domainIdent": first, "key": "other", "value": "x"},
            {"domainClassName": kind, "domainIdent": 999999, "key": "other", "value": "x"}]
     assert client.post(f"domain/{kind}/{first}/property.json", json.dumps(bad)) is False

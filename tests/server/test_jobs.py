@@ -78,3 +78,15 @@ def test_job_user_limits(client, server: Endpoint) -> None:
         assert bad_status.status_code == 400 and "status" in bad_status.json()["message"]
         bad_progress = cytomine_job._put(f"job/{cytomine_job.job.id}.json", '{"progress": 101}')
         assert bad_progress.status_code == 400
+
+
+def test_a_job_users_array_is_answered_with_algo_annotations(client, server: Endpoint) -> None:
+    """Cytomine core names the created class in a bulk answer: a job user's annotations are algo annotations."""
+    with run_job(server) as cytomine_job:
+        batch = AnnotationCollection()
+        batch.extend(Annotation(location=f"POLYGON (({x} 1, {x + 5} 1, {x + 5} 6, {x} 6, {x} 1))",
+                                id_image=server.images[PNG_NAME]) for x in (1, 11))
+        response = cytomine_job._post("annotation.json", batch.to_json())
+        made = sorted(a.id for a in AnnotationCollection(job=cytomine_job.job.id).fetch())
+    assert response.status_code == 200 and len(made) == 2
+    assert response.json() == {"message": f"algoannotations {made[0]},{made[1]} added"}

@@ -16,9 +16,10 @@ from fastapi.responses import Response
 from cyseg.server import cytomine_json as cj
 from cyseg.server import regions
 from cyseg.server.errors import BadRequest, Forbidden
-from cyseg.server.geometry import measure, parse_location
+from cyseg.server.geometry import measures, parse_locations
 from cyseg.server.pictures import Mode, picture
-from cyseg.server.records import Annotation, Image, NewAnnotation, User
+from cyseg.server.records import (ALGO_ANNOTATION_CLASS, USER_ANNOTATION_CLASS, Annotation, Image,
+                                  NewAnnotation, User)
 from cyseg.server.routes.deps import as_id, authenticated, get_slides, get_store, get_urls, id_list, json_body
 from cyseg.server.routes.images import check_bits, image_response
 from cyseg.server.slides import SlideLibrary
@@ -61,7 +62,8 @@ class Validator:
                 raise BadRequest(f"{label}: term {term} is not in the ontology of project {image.project}")
         return terms
 
-    def check(self, item: Any, label: str) -> NewAnnotation:
+    def _check(self, item: Any, label: str) -> tuple[Image, Any, tuple[int, ...]]:
+        """The image, location (unchecked) and terms of one annotation."""
         if not isinstance(item, dict):
             raise BadRequest(f"{label}: an annotation is a JSON object")
         image = self._image_of(item, label)
@@ -69,11 +71,15 @@ class Validator:
             raise BadRequest(f"{label}: image {image.id} is not in project {item['project']}")
         if self.job_project is not None and image.project != self.job_project:
             raise Forbidden(f"{label}: job user {self.user.id} may only annotate project {self.job_project}")
-        geometry = parse_location(item.get("location"), image, label)
-        terms = self._terms_of(image, item.get("term", item.get("terms")), label)
-        m = measure(geometry)
-        return NewAnnotation(image, self.user.id, item["location"], terms, m.area, m.perimeter, m.centroid_x,
-                             m.centroid_y)
+        return image, item.get("location"), self._terms_of(image, item.get("term", item.get("terms")), label)
+
+    def check(self, items: list[Any], labels: list[str]) -> list[NewAnnotation]:
+        """The annotations of one request, their geometries parsed and measured together."""
+        checked = [self._check(item, label) for item, label in zip(items, labels)]
+        images, locations, _ = zip(*checked)
+        sizes = measures(parse_locations(locations, images, labels))
+        return [NewAnnotation(image, self.user.id, location, terms, m.area, m.perimeter, m.centroid_x, m.centroid_y)
+                for (image, location, terms), m in zip(checked, sizes)]
 
 
 def annotation_json(store: Store, annotation: Annotation, urls: cj.Urls,
@@ -84,18 +90,18 @@ def annotation_json(store: Store, annotation: Annotation, urls: cj.Urls,
 @router.post("/annotation.json")
 def create_annotations(payload: Any = Depends(json_body), user: User = Depends(authenticated),
                        store: Store = Depends(get_store), urls: cj.Urls = Depends(get_urls)) -> cj.JsonObject:
-    """One annotation (a JSON object) or many (a JSON array), all stored or none."""
+    """One annotation (a JSON object), answered with it, or many (a JSON array), answered with their ids only, as
+    Cytomine core answers; all stored or none."""
     single = isinstance(payload, dict)
     if not single and not isinstance(payload, list):
         raise BadRequest("expected an annotation object or an array of annotations")
+    items = [payload] if single else payload
+    labels = ["annotation"] if single else [f"annotation[{index}]" for index in range(len(items))]
     validator = Validator(store, user)
-    items = [validator.check(payload, "annotation")] if single else [
-        validator.check(item, f"annotation[{index}]") for index, item in enumerate(payload)]
-    stored = store.add_annotations(items, algo=user.algo) if items else []
-    bodies = [cj.annotation(a, validator.image(a.image), urls) for a in stored]
+    stored = store.add_annotations(validator.check(items, labels), algo=user.algo) if items else []
     if single:
-        return cj.created("Annotation", bodies[0])
-    return cj.collection(bodies) | {"message": f"{len(bodies)} annotations added", "success": True}
+        return cj.created("Annotation", cj.annotation(stored[0], validator.image(stored[0].image), urls))
+    return cj.added(ALGO_ANNOTATION_CLASS if user.algo else USER_ANNOTATION_CLASS, [a.id for a in stored])
 
 
 @router.get("/annotation.json")

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 
 from cyseg.server import cytomine_json as cj
 from cyseg.server.errors import BadRequest, NotFound
+from cyseg.server.records import PROPERTY_CLASS
 from cyseg.server.routes.deps import as_id, get_files_dir, get_store, get_urls, json_body, text_value
 from cyseg.server.store import ANNOTATION_ALIAS, Store
 
@@ -34,13 +35,12 @@ def _property_item(item: Any) -> tuple[str, str | None]:
     return item["key"], text_value(item.get("value"))
 
 
-def _domain_of(item: dict[str, Any], domain_class: str, ident: int, store: Store) -> tuple[str, int]:
-    """The object a property of an array is for: its own `domainClassName`/`domainIdent` when it names them
-    (as Cytomine core's bulk property route reads them), else the route's."""
+def _object_of(item: dict[str, Any], domain_class: str, ident: int) -> tuple[str, int]:
+    """The (class name, id) a property of an array is for: its own `domainClassName`/`domainIdent` when it names
+    them (as Cytomine core's bulk property route reads them), else the route's."""
     if item.get("domainIdent") in (None, ""):
-        return store.domain_class(domain_class, ident), ident
-    own = as_id(item["domainIdent"], "domainIdent")
-    return store.domain_class(str(item.get("domainClassName") or domain_class), own), own
+        return domain_class, ident
+    return str(item.get("domainClassName") or domain_class), as_id(item["domainIdent"], "domainIdent")
 
 
 @router.get(f"{DOMAIN}/property.json")
@@ -56,16 +56,20 @@ def list_properties(ident: int, domain_class: str = ANNOTATION_ALIAS,
 def create_properties(ident: int, domain_class: str = ANNOTATION_ALIAS, payload: Any = Depends(json_body),
                       store: Store = Depends(get_store)) -> cj.JsonObject:
     """One property (object) of this object, or several (array) of this object or of the objects each one
-    names (Cytomine core's bulk form: one request for the properties of many annotations), all stored or none."""
+    names (Cytomine core's bulk form: one request for the properties of many annotations, answered with their
+    ids only), all stored or none."""
     single = isinstance(payload, dict)
     if not single and not (isinstance(payload, list) and payload):
         raise BadRequest("expected a property object or a non-empty array of them")
     if single:
-        items = [(store.domain_class(domain_class, ident), ident, *_property_item(payload))]
-    else:
-        items = [(*_domain_of(item, domain_class, ident, store), *_property_item(item)) for item in payload]
-    stored = [cj.property_(p) for p in store.add_properties(items)]
-    return cj.created("Property", stored[0]) if single else cj.collection(stored) | {"success": True}
+        stored = store.add_properties([(store.domain_class(domain_class, ident), ident, *_property_item(payload))])
+        return cj.created("Property", cj.property_(stored[0]))
+    properties = [_property_item(item) for item in payload]
+    objects = [_object_of(item, domain_class, ident) for item in payload]
+    classes = store.domain_classes(objects)
+    stored = store.add_properties([(class_name, own, key, value) for class_name, (_, own), (key, value)
+                                   in zip(classes, objects, properties)])
+    return cj.added(PROPERTY_CLASS, [p.id for p in stored])
 
 
 @router.get("/user/{user}/imageinstance/{image}/annotationposition.json")
