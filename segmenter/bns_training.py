@@ -29,14 +29,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from metrics import level_key, match_instances
-from segmenter.base import native_bf16, resolve_device
+from segmenter.base import resolve_device
 from segmenter.bns import SETS, BNSNet, BNSSegmenter, BoundaryWatershed, boundary_classes, start_as_identity
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage
 from segmenter.detection_training import transfer_weights
 from segmenter.registry import model_path
 from segmenter.training import (AugmentedCrops, SharedTrainConfig, evaluate_f1, sampling_weights, stack_tensors,
-                                training_samples, validation_sets)
+                                trains_in_bf16, training_samples, validation_sets)
 from transforms import Augmenter, Normalization, RandomDefocus
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,7 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    bf16 = config.bf16 and native_bf16(device)
-    if config.bf16 and not bf16:
-        log.info("bf16 asked for, but %s has no native bf16: training in fp32", device)
+    bf16 = trains_in_bf16(config, device)
     train_samples, val_samples, data_summary = training_samples(config)
     sampler = PairSampler(train_samples, config, rng)
     val_sets = validation_sets(val_samples, config.val_defocus_levels, config.seed)

@@ -282,6 +282,14 @@ def training_samples(config: SharedTrainConfig) -> tuple[list[LabelledImage], li
     return train_samples, val_samples, data_summary
 
 
+def trains_in_bf16(config: SharedTrainConfig, device: torch.device) -> bool:
+    """Whether a run trains in bf16: asked for (`config.bf16`) and native on `device` (else fp32, logged)."""
+    if config.bf16 and not native_bf16(device):
+        log.info("bf16 asked for, but %s has no native bf16: training in fp32", device)
+        return False
+    return config.bf16
+
+
 def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     """Train, keep the best-on-validation checkpoint at `config.out`, and return it."""
     out = Path(config.out)
@@ -289,9 +297,7 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    bf16 = config.bf16 and native_bf16(device)
-    if config.bf16 and not bf16:
-        log.info("bf16 asked for, but %s has no native bf16: training in fp32", device)
+    bf16 = trains_in_bf16(config, device)
 
     train_samples, val_samples, data_summary = training_samples(config)
     sampler = CropSampler(train_samples, config, rng)
