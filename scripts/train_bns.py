@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/train_bns.py [--data ../shared/data] [--epochs 12] [--steps-per-epoch 100] [--resume]
 
-Starts from the shipped plain U-Net, `unet` (same width; the same seeded 10% of bbbc039/train held out).
+Starts from the shipped plain U-Net, `unet` (same width; the same seeded 10% of bbbc039/train held out), or
+trains a BNS model on (`--init-from` a BNS checkpoint, e.g. with a lower `--lr`).
 Writes segmenter/weights/bns-bbbc039.pt (+ .md model card, + training history) and the evaluation
 report on bbbc039/val under runs/bns-bbbc039-eval/.
 """
@@ -31,6 +32,20 @@ def level_list(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v]
 
 
+def start(config: BNSTrainConfig) -> str:
+    """Where the run started: the plain U-Net, or a BNS model and how that one was trained."""
+    if not config.init_from:
+        return "Started from random weights."
+    source = Checkpoint.load(config.init_from)
+    name = Path(config.init_from).name
+    if source.family != "bns":
+        return f"Started from the shipped plain U-Net (`{name}`: encoder and decoder weights into both branches)."
+    before = source.training.get("config", {})
+    return (f"Fine-tuned from the BNS model `{name}`, itself {before.get('epochs')} epochs × "
+            f"{before.get('steps_per_epoch')} steps at lr {before.get('lr')} from "
+            f"`{Path(before.get('init_from') or 'random').name}`.")
+
+
 def model_card(checkpoint: Checkpoint, path: Path, config: BNSTrainConfig, metrics: dict, command: str,
                levels: str) -> str:
     shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
@@ -55,8 +70,7 @@ decoder; nuclei come from a boundary-aware marker watershed whose values follow 
   same shape: softmax over background / interior / boundary (boundary = each nucleus's
   one-pixel outline and the seams between touching nuclei), and a residual deblurred image
   (added to the normalised input). The deblurring decoder only runs when asked (`deblur`), so
-  segmenting costs one plain U-Net of the same width. Started from the shipped plain U-Net
-  (`{Path(config.init_from).name if config.init_from else 'random'}`: encoder and decoder weights into both branches).
+  segmenting costs one plain U-Net of the same width. {start(config)}
 - **Input**: per-image percentile normalisation (1st–99.8th), span at least
   {config.normalization['min_snr']:g}× the pixel noise σ, as the default model. Any size (padded), 8/16-bit.
 - **Training data**: `bbbc039/train` (U2OS nuclei, Hoechst, CC0; Caicedo et al. 2019):
@@ -100,6 +114,9 @@ Evaluate again: `cyseg evaluate --model {shown} --images ../shared/data/bbbc039/
 def main() -> int:
     parser = training_parser(__doc__.splitlines()[0], epochs=12, steps_per_epoch=100)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "bns-bbbc039.pt")
+    parser.add_argument("--init-from", type=Path, default=WEIGHTS_DIR / SHIPPED["unet"],
+                        help="the plain U-Net to start from, or a BNS model to train on")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-levels", default=LEVELS, help="blur levels of the bbbc039/val evaluation")
     parser.add_argument("--tune-levels", type=level_list, default=[8, 16, 24],
                         help="blur levels of the post-processing tuning (with 0)")
@@ -107,8 +124,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = BNSTrainConfig(data=[str(args.data / "bbbc039" / "train")], out=str(args.out), depth=4, n_filters=12,
                             crop=256, batch_size=8, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                            max_blur=32, blur_prob=0.7, tune_levels=args.tune_levels, seed=0, device=args.device,
-                            resume=args.resume, bf16=True, init_from=str(WEIGHTS_DIR / SHIPPED["unet"]))
+                            lr=args.lr, max_blur=32, blur_prob=0.7, tune_levels=args.tune_levels, seed=0, device=args.device,
+                            resume=args.resume, bf16=True, init_from=str(args.init_from))
     checkpoint = train_bns(config)
     eval_dir = ROOT / "runs" / f"{args.out.stem}-eval"
     val = args.data / "bbbc039" / "val"

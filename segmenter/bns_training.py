@@ -62,7 +62,7 @@ class BNSTrainConfig(SharedTrainConfig):
     tune_levels: list[float] = field(default_factory=lambda: [8, 16, 24])
     tune_grid: dict[str, tuple] = field(default_factory=lambda: dict(GRID))  # post-processing values tried
     focus_model: str = "focus"
-    # `init_from`: a U-Net checkpoint of the same width: its encoder and decoder start both branches
+    # `init_from`: a U-Net checkpoint of the same width (its encoder and decoder start both branches) or a BNS one
 
 
 class PairSampler:
@@ -170,10 +170,15 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
     network = BNSNet(config.in_channels, config.depth, config.n_filters, config.batch_norm)
     if config.init_from:
         source = Checkpoint.load(config.init_from)
-        copied = transfer_weights(network.segmentation, source) + transfer_weights(network.restoration, source)
-        start_as_identity(network.restoration)
-        seeded = seed_classes_from_binary(network.segmentation.head, source)
-        log.info("initialised %d tensors from %s (class head seeded: %s)", len(copied), config.init_from, seeded)
+        if source.family == BNSSegmenter.name:  # a BNS model trained on: both branches as they are
+            network.load_state_dict({k: v for k, v in source.state_dict.items() if not k.startswith("focus.")})
+            postprocess = {name: dict(source.postprocess[name]) for name in SETS}
+            log.info("continuing from the BNS model %s", config.init_from)
+        else:
+            copied = transfer_weights(network.segmentation, source) + transfer_weights(network.restoration, source)
+            start_as_identity(network.restoration)
+            seeded = seed_classes_from_binary(network.segmentation.head, source)
+            log.info("initialised %d tensors from %s (class head seeded: %s)", len(copied), config.init_from, seeded)
     network.to(device)
     if bf16:
         network.to(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ import segmenter
 from cyseg.synthetic import random_nuclei, render
 from segmenter import Checkpoint, ModelLoadError
 from segmenter.bns import SETS, BNSNet, BNSSegmenter, BoundaryWatershed, boundary_classes, branch
-from segmenter.bns_training import BNSTrainConfig, PairSampler, bns_loss, seed_classes_from_binary
+from segmenter.bns_training import BNSTrainConfig, PairSampler, bns_loss, seed_classes_from_binary, train_bns
 from segmenter.datasets import LabelledImage
 from segmenter.detection_training import transfer_weights
 from segmenter.unet import UNet
@@ -128,6 +128,19 @@ def test_the_loss_decreases_on_a_tiny_synthetic_problem():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_training_on_from_a_bns_model_starts_from_its_weights_and_post_processing(tmp_path, synthetic_dataset):
+    sets = {"sharp": BoundaryWatershed(min_size=33).to_dict(), "blurry": BoundaryWatershed(min_size=44).to_dict()}
+    source = tiny_bns(sets, seed=3)
+    source_path = source.save(tmp_path / "source.pt")
+    config = BNSTrainConfig(data=[str(synthetic_dataset)], out=str(tmp_path / "on.pt"), depth=2, n_filters=4,
+                            crop=64, batch_size=2, epochs=1, steps_per_epoch=2, lr=0.0, val_fraction=0.25,
+                            max_blur=4, tune_postprocess=False, init_from=str(source_path))
+    trained = train_bns(config, progress=False)
+    weights = [k for k, v in source.state_dict.items() if v.is_floating_point() and "running_" not in k]
+    assert weights and all(torch.equal(trained.state_dict[k], source.state_dict[k]) for k in weights)  # lr 0
+    assert trained.postprocess == source.postprocess
 
 
 def test_the_watershed_splits_two_touching_discs_on_their_boundary():
