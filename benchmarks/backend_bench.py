@@ -1,8 +1,9 @@
 """Inference backends side by side in one run: speed (Mpix/s of the whole `instances` call) and accuracy
 (F1 at IoU ≥ 0.5 against labels) of each shipped segmenter under PyTorch fp32, PyTorch bf16 autocast and
-OpenVINO fp32/bf16, on this machine.
+OpenVINO fp32/bf16/int8 (int8: the shipped quantized model, `scripts/quantize_models.py`), on this machine.
 
-    .venv/bin/python benchmarks/backend_bench.py [--data ../shared/data] [--images 4] [--out benchmarks/results/backend.json]
+    .venv/bin/python benchmarks/backend_bench.py [--data ../shared/data] [--images 4] [--models default,he]
+        [--settings "torch fp32,openvino int8"] [--out benchmarks/results/backend.json]
 
 Fluorescence models on the first `--images` of `bbbc039/val`, `he` on as many `he_train` validation tiles
 (`scripts/train_brightfield.py`), each at the model's own scale. Speed: the median of three timed passes
@@ -31,7 +32,8 @@ MODELS = {"default": "bbbc039", "unet": "bbbc039", "combined": "bbbc039", "detec
 SETTINGS = {"torch fp32": dict(backend="torch", precision="fp32"),
             "torch bf16": dict(backend="torch", precision="bf16"),
             "openvino fp32": dict(backend="openvino", precision="fp32"),
-            "openvino bf16": dict(backend="openvino", precision="bf16")}
+            "openvino bf16": dict(backend="openvino", precision="bf16"),
+            "openvino int8": dict(backend="openvino", precision="int8")}
 REPEATS = 3
 
 
@@ -63,16 +65,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of " + ", ".join(MODELS))
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, of " + ", ".join(SETTINGS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "backend.json")
     args = parser.parse_args()
-    results: dict = {"machine": platform.processor() or platform.machine(), "models": {}}
+    models, settings = args.models.split(","), args.settings.split(",")
+    unknown = [m for m in models if m not in MODELS] + [s for s in settings if s not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown model or setting: {', '.join(unknown)}")
+    results: dict = {"machine": platform.processor() or platform.machine(), "images": args.images, "models": {}}
     print("| model | backend | Mpix/s | F1 |\n|---|---|---|---|")
-    for name, kind in MODELS.items():
-        images = samples(args.data, kind, args.images)
+    for name in models:
+        images = samples(args.data, MODELS[name], args.images)
         results["models"][name] = {}
-        for setting, options in SETTINGS.items():
+        for setting in settings:
             try:
-                speed, f1 = measure(segmenter.load(name, device="cpu", **options), images)
+                speed, f1 = measure(segmenter.load(name, device="cpu", **SETTINGS[setting]), images)
             except ValueError as error:  # e.g. no bf16 on this CPU
                 results["models"][name][setting] = {"error": str(error)}
                 continue

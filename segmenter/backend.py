@@ -2,7 +2,8 @@
 
 - `torch`: PyTorch on the segmenter's device; on a GPU with autocast (bf16 where the GPU has it,
   else fp16), on a CPU in fp32 (the reference every other backend is checked against).
-- `openvino`: OpenVINO on the CPU, bf16 where the CPU has bf16 dot products, fp32 otherwise.
+- `openvino`: OpenVINO on the CPU, bf16 where the CPU has bf16 dot products; otherwise int8 where the
+  network has a shipped INT8 model (`QUANTIZED_DIR`, written by `segmenter.quantize`), else fp32.
 - `auto`: `torch` on a GPU, `openvino` on a CPU, and `torch` where OpenVINO is not installed or
   cannot convert the network.
 
@@ -40,7 +41,9 @@ from segmenter.base import resolve_device
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+#: The shipped INT8 OpenVINO models, one folder per network under the digest of its weights (as the cache).
+QUANTIZED_DIR = Path(__file__).resolve().parent / "weights" / "int8"
 CACHE_VARIABLE = "CYSEG_BACKEND_CACHE"
 MAX_BATCH = 8  # images per forward pass at most when the batch size is measured
 TRIALS = 2  # timed runs of each way per batch shape; the first warms up, the second decides
@@ -89,8 +92,8 @@ def _checksum(entry: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_entry(ov: ModuleType, entry: Path):
-    """The cached model in `entry`, or None when there is none or it is corrupt (then removed)."""
+def _read_entry(ov: ModuleType, entry: Path, cached: bool = True):
+    """The model in `entry`, or None when there is none or it is corrupt (a cached one is then removed)."""
     if not entry.is_dir():
         return None
     try:
@@ -98,14 +101,16 @@ def _read_entry(ov: ModuleType, entry: Path):
             raise ValueError("checksum mismatch")
         return ov.Core().read_model(entry / "model.xml")
     except Exception as error:  # a missing file, a checksum mismatch, or OpenVINO refusing the files
-        log.warning("cached model %s is corrupt (%s): converting again", entry, error)
-        shutil.rmtree(entry, ignore_errors=True)
+        log.warning("%s model %s is corrupt (%s)%s", "cached" if cached else "shipped", entry, error,
+                    ": converting again" if cached else "")
+        if cached:
+            shutil.rmtree(entry, ignore_errors=True)
         return None
 
 
-def _write_entry(ov: ModuleType, model, entry: Path) -> None:
+def write_entry(ov: ModuleType, model, entry: Path) -> None:
     """Store `model` in `entry`, atomically (a folder written aside, then renamed); nothing where the
-    cache folder is not writable."""
+    folder is not writable."""
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
@@ -137,7 +142,7 @@ def exported_model(ov: ModuleType, network: nn.Module, cache: Path | None = None
         model = ov.convert_model(copy.deepcopy(network).cpu().eval(),
                                  example_input=torch.zeros(1, _in_channels(network), side, side))
     log.info("network converted to OpenVINO in %.1f s", time.perf_counter() - started)
-    _write_entry(ov, model, entry)
+    write_entry(ov, model, entry)
     return model
 
 
@@ -206,20 +211,30 @@ def torch_runner(network: nn.Module, device: torch.device, precision: str = "aut
                                                 "channels_last": way(torch.channels_last)})
 
 
+def quantized_model(ov: ModuleType, network: nn.Module):
+    """The shipped INT8 model of `network`'s weights, or None."""
+    return _read_entry(ov, QUANTIZED_DIR / network_digest(network), cached=False)
+
+
 def openvino_runner(network: nn.Module, precision: str = "auto", cache: Path | None = None) -> Runner:
-    """OpenVINO on the CPU; `precision` "auto" is bf16 where the CPU has it, else fp32. ValueError when
-    OpenVINO is missing or cannot run the network."""
+    """OpenVINO on the CPU; `precision` "auto" is bf16 where the CPU has it, else int8 where the network
+    has a shipped INT8 model, else fp32. ValueError when OpenVINO is missing or cannot run the network."""
     ov = openvino_module()
     if ov is None:
         raise ValueError("the openvino backend needs the openvino package (pip install -r requirements.txt)")
     bf16 = openvino_has_bf16(ov)
+    int8 = quantized_model(ov, network) if precision in ("auto", "int8") and not (precision == "auto" and bf16) \
+        else None
     if precision == "auto":
-        precision = "bf16" if bf16 else "fp32"
-    if precision not in ("fp32", "bf16") or (precision == "bf16" and not bf16):
+        precision = "bf16" if bf16 else "int8" if int8 is not None else "fp32"
+    if precision == "int8" and int8 is None:
+        raise ValueError("this network has no shipped INT8 model (python scripts/quantize_models.py makes one)")
+    if precision not in ("fp32", "bf16", "int8") or (precision == "bf16" and not bf16):
         raise ValueError(f"OpenVINO on this CPU runs {'fp32, bf16' if bf16 else 'fp32'}, not '{precision}'")
     try:
-        compiled = ov.Core().compile_model(exported_model(ov, network, cache), "CPU", {
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision], "PERFORMANCE_HINT": "LATENCY"})
+        model = int8 if precision == "int8" else exported_model(ov, network, cache)
+        compiled = ov.Core().compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"})
     except Exception as error:  # conversion errors come in many types
         raise ValueError(f"OpenVINO cannot run this network ({type(error).__name__}: "
                          f"{str(error).splitlines()[0][:200] if str(error) else ''})") from error

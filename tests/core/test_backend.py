@@ -1,7 +1,9 @@
 """Inference backends (`segmenter.backend`): OpenVINO agrees with PyTorch, its converted model is cached
-under the weights' digest and checked when read, and bad choices are refused by name."""
+under the weights' digest and checked when read, an INT8 model (`segmenter.quantize`) is found by the
+weights it was made from, and bad choices are refused by name."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 
 import segmenter
 from segmenter import backend
+from segmenter.quantize import quantize, unets_of
 from segmenter.unet import UNet
 
 pytestmark = pytest.mark.skipif(backend.openvino_module() is None, reason="OpenVINO is not installed")
@@ -65,6 +68,30 @@ def test_an_unwritable_cache_keeps_the_model_in_memory(tmp_path: Path, monkeypat
     monkeypatch.setenv(backend.CACHE_VARIABLE, str(blocked / "openvino"))
     model = segmenter.load("default", device="cpu", backend="openvino")
     assert len(model.instances(field())) > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="NNCF is not installed (requirements-dev.txt)")
+def test_an_int8_model_is_found_by_its_weights_finds_the_same_nuclei_and_a_corrupt_one_is_not_run(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(backend, "QUANTIZED_DIR", tmp_path / "int8")
+    monkeypatch.setattr(backend, "openvino_has_bf16", lambda ov: False)
+    fp32 = segmenter.load("unet", device="cpu", backend="openvino")
+    assert fp32.runner.description == "openvino fp32"
+    with pytest.raises(ValueError, match="no shipped INT8 model"):
+        segmenter.load("unet", device="cpu", backend="openvino", precision="int8")
+    with pytest.raises(ValueError, match="no calibration images"):
+        quantize(unets_of(fp32)[0], [])
+    entry = quantize(unets_of(fp32)[0], [field(seed) for seed in range(1, 9)])
+    assert entry.parent == tmp_path / "int8" and entry.name == backend.network_digest(fp32.network)
+    int8 = segmenter.load("unet", device="cpu", backend="openvino")
+    assert int8.runner.description == "openvino int8"
+    image = field(99)
+    found, other = fp32.instances(image), int8.instances(image)
+    assert len(other) == len(found) > 0
+    assert np.mean(other.labels.astype(bool) == found.labels.astype(bool)) > 0.99
+    (entry / "model.bin").write_bytes(b"not a model")
+    assert segmenter.load("unet", device="cpu", backend="openvino").runner.description == "openvino fp32"
+    assert entry.is_dir()  # a shipped model is reported, never deleted
 
 
 @pytest.mark.parametrize("options, message", [({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),

@@ -1,5 +1,6 @@
 """Which backend `segmenter.load` picks and what it falls back to (`segmenter.backend`): OpenVINO missing
-or unable to convert, a CPU without bf16, no GPU; and each choice finds the nuclei PyTorch fp32 finds."""
+or unable to convert, a CPU without bf16 (with or without a shipped INT8 model), no GPU; and each choice
+finds the nuclei PyTorch fp32 finds."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,8 +71,18 @@ def test_a_network_openvino_cannot_convert_falls_back_to_pytorch(monkeypatch: py
 
 
 @needs_openvino
-def test_a_cpu_without_bf16_gets_openvino_fp32(monkeypatch: pytest.MonkeyPatch, no_gpu, image, reference):
+def test_a_cpu_without_bf16_gets_the_shipped_int8_model(monkeypatch: pytest.MonkeyPatch, no_gpu, image, reference):
     monkeypatch.setattr(backend, "openvino_has_bf16", lambda ov: False)
+    model = segmenter.load(MODEL, backend="auto")
+    assert (model.device.type, model.runner.description) == ("cpu", "openvino int8")
+    same_nuclei(model, image, reference)
+
+
+@needs_openvino
+def test_a_cpu_without_bf16_or_int8_model_gets_openvino_fp32(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_gpu,
+                                                            image, reference):
+    monkeypatch.setattr(backend, "openvino_has_bf16", lambda ov: False)
+    monkeypatch.setattr(backend, "QUANTIZED_DIR", tmp_path / "no-int8")
     model = segmenter.load(MODEL, backend="auto")
     assert (model.device.type, model.runner.description) == ("cpu", "openvino fp32")
     same_nuclei(model, image, reference)
