@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: `cyseg evaluate --model default,unet,default-v1,combined,focus-gated,otsu ... --out runs/defocus-sweep`,
-#: its comparison.json kept here.
+#: `cyseg evaluate --model default,runs/previous-default.pt,unet,default-v1,combined,focus-gated,otsu ...
+#: --out runs/defocus-sweep` (previous-default: the default before it, from git), its comparison.json kept here.
 SWEEP = ROOT / "benchmarks" / "results" / "defocus_sweep.json"
-SWEEP_COMMAND = ("cyseg evaluate --model default,unet,default-v1,combined,focus-gated,otsu --images "
+SWEEP_COMMAND = ("cyseg evaluate --model default,runs/previous-default.pt,unet,default-v1,combined,focus-gated,otsu --images "
                  "../shared/data/bbbc039/val/images --labels ../shared/data/bbbc039/val/labels "
                  "--defocus 0,2,4,8,12,16,20,28 --out runs/defocus-sweep")
 #: `benchmarks/real_defocus.py`.
@@ -39,11 +39,13 @@ def shared_sections() -> str:
     parts = []
     if SWEEP.is_file():
         parts += ["## The fluorescence models side by side (one `cyseg evaluate` run)", "",
-                  f"`{SWEEP_COMMAND}` (`default` is `bns`; F1 at IoU ≥ 0.5 per blur radius, optical PSF):", "",
+                  f"`{SWEEP_COMMAND}` (`default` is `bns`; `previous-default` the `bns` weights it replaced, "
+                  "`git show b6b71d0:segmenter/weights/bns-bbbc039.pt`; F1 at IoU ≥ 0.5 per blur radius, optical PSF):", "",
                   f1_by_level(json.loads(SWEEP.read_text())), "", "![F1 per blur level](../../docs/defocus_sweep.png)", ""]
     if REAL.is_file():
         parts += ["## Real defocus: the 21 BBBC006 z = 00 planes (no labels)", "",
-                  "Nuclei found per plane (`python benchmarks/real_defocus.py --models default-v1,unet,default,otsu`); "
+                  "Nuclei found per plane (`python benchmarks/real_defocus.py --models "
+                  "default-v1,runs/previous-default.pt,unet,default,otsu`); "
                   "the planes sit at a blur radius of 20–32 px (`scripts/calibrate_defocus.py`). Two planes, outlines "
                   "per model:", "", "![a01_s1](../../docs/real_defocus/a01_s1.png)",
                   "![a19_s2](../../docs/real_defocus/a19_s2.png)", "", real_defocus_counts(json.loads(REAL.read_text())), ""]
