@@ -223,8 +223,7 @@ def openvino_runner(network: nn.Module, precision: str = "auto", cache: Path | N
     if ov is None:
         raise ValueError("the openvino backend needs the openvino package (pip install -r requirements.txt)")
     bf16 = openvino_has_bf16(ov)
-    int8 = quantized_model(ov, network) if precision in ("auto", "int8") and not (precision == "auto" and bf16) \
-        else None
+    int8 = quantized_model(ov, network) if precision == "int8" or (precision == "auto" and not bf16) else None
     if precision == "auto":
         precision = "bf16" if bf16 else "int8" if int8 is not None else "fp32"
     if precision == "int8" and int8 is None:

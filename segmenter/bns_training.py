@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from metrics import level_key, match_instances
 from segmenter.base import resolve_device
-from segmenter.bns import SETS, BNSNet, BNSSegmenter, BoundaryWatershed, boundary_classes, start_as_identity
+from segmenter.bns import (SETS, BNSNet, BNSSegmenter, BoundaryWatershed, boundary_classes, branch,
+                           start_as_identity)
 from segmenter.checkpoint import Checkpoint
 from segmenter.datasets import LabelledImage
 from segmenter.detection_training import transfer_weights
@@ -171,7 +172,8 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
     if config.init_from:
         source = Checkpoint.load(config.init_from)
         if source.family == BNSSegmenter.name:  # a BNS model trained on: both branches as they are
-            network.load_state_dict({k: v for k, v in source.state_dict.items() if not k.startswith("focus.")})
+            for name in ("segmentation", "restoration"):
+                getattr(network, name).load_state_dict(branch(source, name).state_dict)
             postprocess = {name: dict(source.postprocess[name]) for name in SETS}
             log.info("continuing from the BNS model %s", config.init_from)
         else:

@@ -35,8 +35,9 @@ def unets_of(model: Segmenter) -> list[UNetSegmenter]:
 
 def calibration_inputs(unet: UNetSegmenter, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The network's inputs for `images`, as the segmenter prepares them (channels, normalisation, padding)."""
-    return [padded_batch([unet.normalization(to_channels(image, unet.in_channels))], unet.network.multiple)
-            for image in images if not unet.normalization.blank(to_channels(image, unet.in_channels))]
+    images = [to_channels(image, unet.in_channels) for image in images]
+    return [padded_batch([unet.normalization(image)], unet.network.multiple)
+            for image in images if not unet.normalization.blank(image)]
 
 
 def quantize(unet: UNetSegmenter, images: Sequence[np.ndarray], folder: Path | None = None) -> Path:
@@ -49,14 +50,14 @@ def quantize(unet: UNetSegmenter, images: Sequence[np.ndarray], folder: Path | N
         import nncf
     except ImportError as error:
         raise ValueError("quantization needs NNCF (pip install -r requirements-dev.txt)") from error
+    entry = (folder or backend.QUANTIZED_DIR) / backend.network_digest(unet.network)
+    if entry.exists():
+        raise ValueError(f"{entry} exists: remove it to quantize this network again")
     inputs = calibration_inputs(unet, images)
     if not inputs:
         raise ValueError("no calibration images with content: quantization needs images like those the model sees")
     quantized = nncf.quantize(backend.exported_model(ov, unet.network), nncf.Dataset(inputs),
                               subset_size=len(inputs), preset=nncf.QuantizationPreset.MIXED)
-    entry = (folder or backend.QUANTIZED_DIR) / backend.network_digest(unet.network)
-    if entry.exists():
-        raise ValueError(f"{entry} exists: remove it to quantize this network again")
     backend.write_entry(ov, quantized, entry)
     if not entry.is_dir():
         raise OSError(f"could not write the quantized model to {entry}")
