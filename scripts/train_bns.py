@@ -46,6 +46,13 @@ def start(config: BNSTrainConfig) -> str:
             f"`{Path(before.get('init_from') or 'random').name}`.")
 
 
+def precision_text(checkpoint: Checkpoint) -> str:
+    """How a run computed: bf16 autocast + channels_last where the CPU has native bf16, else fp32."""
+    precision = checkpoint.training.get("precision")
+    done = f" (this run: {precision})" if precision else ""
+    return f"bf16 autocast + channels_last where the device runs bf16 natively, else fp32{done}"
+
+
 def model_card(checkpoint: Checkpoint, path: Path, config: BNSTrainConfig, metrics: dict, command: str,
                levels: str) -> str:
     shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
@@ -78,7 +85,7 @@ decoder; nuclei come from a boundary-aware marker watershed whose values follow 
   default model's held-out set) for checkpoint selection and post-processing tuning.
   `bbbc039/val` was not used for training, selection or tuning; the numbers below are on it.
 - **Recipe**: random {config.crop}² crops, batch {config.batch_size}, {config.epochs} epochs × {config.steps_per_epoch}
-  steps, Adam (lr {config.lr}, cosine schedule), bf16 autocast + channels_last: {config.bf16}; augmentation:
+  steps, Adam (lr {config.lr}, cosine schedule), {precision_text(checkpoint)}; augmentation:
   flips, 90° turns, translations, intensity jitter, empty fields (probability {config.background_prob}),
   then with probability {config.blur_prob} `transforms.RandomDefocus` (pupil / optical / Gaussian / disk
   PSF with drawn aberrations, shot + read noise, background, transmission) at a level drawn from

@@ -203,7 +203,7 @@ def train_bns(config: BNSTrainConfig, progress: bool = True) -> Checkpoint:
         return BNSSegmenter.build_checkpoint(
             network, config.normalization, postprocess, focus, metrics=metrics, pixel_size_um=config.pixel_size_um,
             training=dict(config=asdict(config), data=data_summary, date=date.today().isoformat(),
-                          torch=torch.__version__))
+                          torch=torch.__version__, precision="bf16" if bf16 else "fp32"))
 
     bar = tqdm(total=total_steps, initial=start_epoch * config.steps_per_epoch, disable=not progress,
                desc="training bns", unit="step")

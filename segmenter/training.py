@@ -246,7 +246,7 @@ def evaluate_f1(segmenter: UNetSegmenter, samples: list[LabelledImage]) -> float
 
 
 def build_checkpoint(network: UNet, config: TrainConfig, metrics: dict[str, Any],
-                     data_summary: dict[str, Any]) -> Checkpoint:
+                     data_summary: dict[str, Any], precision: str) -> Checkpoint:
     architecture = dict(in_channels=config.in_channels, out_channels=1, depth=config.depth,
                         n_filters=config.n_filters, batch_norm=config.batch_norm)
     postprocess = PostProcess.from_dict(config.postprocess)
@@ -257,7 +257,7 @@ def build_checkpoint(network: UNet, config: TrainConfig, metrics: dict[str, Any]
         threshold=postprocess.threshold, pixel_size_um=config.pixel_size_um,
         state_dict={k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
         training=dict(config=dataclasses.asdict(config), data=data_summary,
-                      date=date.today().isoformat(), torch=torch.__version__),
+                      date=date.today().isoformat(), torch=torch.__version__, precision=precision),
         metrics=metrics)
 
 
@@ -345,7 +345,7 @@ def train(config: TrainConfig, progress: bool = True) -> Checkpoint:
             losses.append(loss.item())
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.4f}", best_f1=f"{best:.3f}")
-        candidate = build_checkpoint(network, config, {}, data_summary)
+        candidate = build_checkpoint(network, config, {}, data_summary, "bf16" if bf16 else "fp32")
         segmenter = UNetSegmenter(candidate, device=device)
         val_f1 = {level_key(level): evaluate_f1(segmenter, samples) for level, samples in val_sets}
         score = float(np.mean(list(val_f1.values())))

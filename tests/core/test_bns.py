@@ -141,6 +141,7 @@ def test_training_on_from_a_bns_model_starts_from_its_weights_and_post_processin
     weights = [k for k, v in source.state_dict.items() if v.is_floating_point() and "running_" not in k]
     assert weights and all(torch.equal(trained.state_dict[k], source.state_dict[k]) for k in weights)  # lr 0
     assert trained.postprocess == source.postprocess
+    assert trained.training["precision"] == "fp32"  # bf16 not asked for
 
 
 def test_the_watershed_splits_two_touching_discs_on_their_boundary():

@@ -93,5 +93,6 @@ def test_bf16_asked_for_without_native_bf16_trains_in_fp32(tmp_path, synthetic_d
     autocasts = []
     original = torch.autocast
     monkeypatch.setattr(torch, "autocast", lambda *a, **k: autocasts.append(k.get("enabled")) or original(*a, **k))
-    train(tiny_config(synthetic_dataset, tmp_path / "model.pt", bf16=True, epochs=1), progress=False)
+    checkpoint = train(tiny_config(synthetic_dataset, tmp_path / "model.pt", bf16=True, epochs=1), progress=False)
     assert autocasts and not any(autocasts)
+    assert checkpoint.training["precision"] == "fp32"  # what the card reports, not what was asked
