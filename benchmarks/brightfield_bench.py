@@ -1,7 +1,8 @@
 """Brightfield nuclei: `model=auto` against the fluorescence default and a hematoxylin + Otsu + watershed
 baseline, at 40× and 20×, with the pixel size known or left for cyseg to estimate; and the Mpix/s of the
 brightfield and the fluorescence model, side by side on the same tile; and how often the focus classifier
-(FocusLiteNN) calls stained tissue blurry, in focus and under synthetic defocus.
+(FocusLiteNN) calls stained tissue blurry, in focus and under synthetic defocus. `auto` runs with and
+without test-time augmentation (`segmenter.tta`).
 
     .venv/bin/python benchmarks/brightfield_bench.py [--data ../shared/data] [--out benchmarks/results/brightfield.json]
 
@@ -14,6 +15,7 @@ the tiles. Writes the JSON and prints a table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -83,16 +85,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "brightfield.json")
     args = parser.parse_args()
     auto, default = ModelPicker("auto"), ModelPicker("default")
+    autos = {"auto": auto, "auto with TTA": ModelPicker("auto", tta=True)}  # TTA: segmenter.tta
     results: dict = {"machine": platform.processor() or platform.machine(), "tiles": VAL_TILES, "scores": {}}
     for magnification, factor in MAGNIFICATIONS.items():
         samples = tiles(args.data, factor)
         truth = [labels for _, _, labels in samples]
         pixel_size = HE_PIXEL_SIZE_UM / factor
         runs = {}
-        for known in (False, True):
-            picks = [auto.pick(image, pixel_size if known else None) for _, image, _ in samples]
+        for (method, picker), known in itertools.product(autos.items(), (False, True)):
+            picks = [picker.pick(image, pixel_size if known else None) for _, image, _ in samples]
             found = [p.model.instances(image) for p, (_, image, _) in zip(picks, samples)]
-            runs["auto, pixel size " + ("given" if known else "estimated")] = score(
+            runs[f"{method}, pixel size " + ("given" if known else "estimated")] = score(
                 [(f.labels, f.scores) for f in found], truth) | {
                 "models": sorted({p.name for p in picks}),
                 "estimated_um": [p.pixel_size_um for p in picks] if not known else None}
@@ -109,7 +112,8 @@ def main() -> int:
             [defocus(crop, level, seed=i) if level else crop for i, crop in enumerate(crops)])))
         for level in FOCUS_LEVELS}
     tile = tiles(args.data, 1.0)[0][1][:SPEED_TILE, :SPEED_TILE]
-    results["mpix_per_s"] = {name: mpix_per_s(auto, name, tile) for name in ("he", "default")}
+    results["mpix_per_s"] = {name: mpix_per_s(auto, name, tile) for name in ("he", "default")} | {
+        "he with TTA": mpix_per_s(autos["auto with TTA"], "he", tile)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"| magnification | method | F1 | AP@0.5 | Dice | count MAPE % |\n|---|---|---|---|---|---|")

@@ -153,19 +153,19 @@ def branch(checkpoint: Checkpoint, name: str) -> Checkpoint:
 class BNSSegmenter(Segmenter):
     """Nuclei from the segmentation branch by `BoundaryWatershed`, with the post-processing set the
     focus classifier picks per tile (recorded in `Instances.extra["focus"]`); `deblur` runs the
-    deblurring branch. `batch_size`, `backend` and `precision` as for `UNetSegmenter`; `threshold`
-    replaces the nuclei threshold of both sets."""
+    deblurring branch. `batch_size`, `backend`, `precision` and `tta` (segmentation only) as for
+    `UNetSegmenter`; `threshold` replaces the nuclei threshold of both sets."""
 
     name = "bns"
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
                  batch_size: int | None = None, threshold: float | None = None, backend: str = "torch",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", tta: bool = False):
         missing = [name for name in SETS if name not in checkpoint.postprocess]
         if missing:
             raise ModelLoadError(f"'{self.name}' checkpoint lacks the {' and '.join(missing)} post-processing")
         self.segmentation = UNetSegmenter(branch(checkpoint, "segmentation"), device=device, batch_size=batch_size,
-                                          backend=backend, precision=precision)
+                                          backend=backend, precision=precision, tta=tta)
         super().__init__(["background", "nucleus"], self.segmentation.device)
         self.checkpoint = checkpoint
         self.postprocess = {}

@@ -110,7 +110,10 @@ class DetectionSegmenter(Segmenter):
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
                  batch_size: int | None = None, threshold: float | None = None, backend: str = "torch",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", tta: bool = False):
+        if tta:
+            raise ValueError("the detection model has no test-time augmentation (its ray distances are not "
+                             "averaged over flips); run it without tta")
         super().__init__(checkpoint.class_names, runner_device(backend, device))
         self.checkpoint = checkpoint
         self.network, self.heads = build_network(checkpoint.architecture)

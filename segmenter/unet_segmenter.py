@@ -11,6 +11,7 @@ from segmenter.backend import MAX_BATCH, build_runner, runner_device
 from segmenter.base import Instances, Segmenter
 from segmenter.checkpoint import Checkpoint
 from segmenter.inputs import as_image_list, padded_batch, to_channels
+from segmenter.tta import dihedral_mean
 from segmenter.unet import UNet
 from transforms import Normalization, PostProcess, instance_scores
 
@@ -25,14 +26,15 @@ class UNetSegmenter(Segmenter):
 
     The network runs through `backend` at `precision` (`segmenter.backend`; built directly, plain
     PyTorch fp32, as in training; `segmenter.load` picks the fastest); `batch_size` images per
-    forward pass, or None to let the backend measure what is fastest.
+    forward pass, or None to let the backend measure what is fastest. With `tta`, probabilities are
+    the mean over the eight flips and turns of each image (`segmenter.tta`; eight times the work).
     """
 
     name = "unet"
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None,
                  batch_size: int | None = None, threshold: float | None = None, backend: str = "torch",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", tta: bool = False):
         super().__init__(checkpoint.class_names, runner_device(backend, device))
         self.checkpoint = checkpoint
         self.network = UNet(**checkpoint.architecture)
@@ -44,6 +46,7 @@ class UNetSegmenter(Segmenter):
         self.threshold = checkpoint.threshold if threshold is None else threshold
         self.postprocess = PostProcess.from_dict(checkpoint.postprocess | {"threshold": self.threshold})
         self.batch_size = batch_size
+        self.tta = bool(tta)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, device: str | torch.device | None = None,
@@ -65,8 +68,13 @@ class UNetSegmenter(Segmenter):
                 for image, empty in zip(images, blank)]
 
     def _predict_chunk(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Images padded to a common size, through the runner."""
+        """Images padded to a common size, through the runner (over the eight views with `tta`)."""
         batch = padded_batch(images, self.network.multiple)
+        proba = dihedral_mean(self._proba, batch) if self.tta else self._proba(batch)
+        return [p[:, :image.shape[0], :image.shape[1]] for p, image in zip(proba, images)]
+
+    def _proba(self, batch: np.ndarray) -> np.ndarray:
+        """N×K×H×W class probabilities of a padded N×C×H×W batch."""
         with torch.inference_mode():
             logits = self.runner(batch, split=self.batch_size is None)
             if logits.shape[1] == 1:
@@ -74,8 +82,7 @@ class UNetSegmenter(Segmenter):
                 proba = torch.cat([1 - foreground, foreground], dim=1)
             else:
                 proba = torch.softmax(logits, dim=1)
-            proba = proba.float().cpu().numpy()
-        return [p[:, :image.shape[0], :image.shape[1]] for p, image in zip(proba, images)]
+            return proba.float().cpu().numpy()
 
     def mask_from_proba(self, proba: np.ndarray) -> np.ndarray:
         """The class mask of the post-processed instances, with the seams between touching

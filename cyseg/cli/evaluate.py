@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                         help="the defocus PSF of the blur levels (default optical; see transforms.defocus)")
     parser.add_argument("--sharp-levels", type=float_list, default=[0.0], metavar="LEVELS",
                         help="levels that count as sharp for NHM (default 0)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average the network's probabilities over the eight flips and "
+                             "turns of each image (eight times slower; U-Net models: default, unet, he, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the defocus noise")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--backend", default="auto",
@@ -47,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     compared = {}
     for name in models:
         out = args.out if len(models) == 1 else args.out / Path(name).stem
-        evaluation = evaluate(ModelPicker(name, device=args.device, backend=args.backend), samples, args.defocus, seed=args.seed,
+        picker = ModelPicker(name, device=args.device, backend=args.backend, **({"tta": True} if args.tta else {}))
+        evaluation = evaluate(picker, samples, args.defocus, seed=args.seed,
                               pixel_size_um=args.pixel_size, psf=args.psf)
         metrics = evaluation.metrics(tuple(args.sharp_levels))
         metrics["setup"] = dict(model=name, images=str(args.images), labels=str(args.labels),
                                 levels=args.defocus, psf=args.psf, seed=args.seed, pixel_size_um=args.pixel_size,
+                                tta=args.tta,
                                 models=evaluation.choices)
         write_report(metrics, out, title=f"cyseg evaluation: {name} on {args.images}",
                      pr_curves=evaluation.pr_curves(), overlay=evaluation.overlay)

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--deblurred", action="store_true",
                         help="also write the model's deblurred image (float32 TIFF, normalised intensities) per input; "
                              "needs a model with a deblurring head (bns)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average the network's probabilities over the eight flips and "
+                             "turns of each image (eight times slower; U-Net models: default, unet, he, ...)")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--backend", default="auto",
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     stems = [image.stem for image in args.images]
     if len(set(stems)) != len(stems):
         raise CysegError("two inputs share a file name stem; their outputs would overwrite each other")
-    options = {} if args.threshold is None else {"threshold": args.threshold}
+    options = ({} if args.threshold is None else {"threshold": args.threshold}) | ({"tta": True} if args.tta else {})
     picker = ModelPicker(args.model, device=args.device, backend=args.backend, **options)
     if args.deblurred and args.model != "auto":
         _deblurring(picker.load(args.model)[1], args.model)

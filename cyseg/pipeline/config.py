@@ -60,6 +60,7 @@ class JobConfig:
     backend: str = _parameter("String", "auto")
     simplify_tolerance: float = _parameter("Number", 1.0)
     tissue_detection: bool = _parameter("Boolean", True)
+    test_time_augmentation: bool = _parameter("Boolean", False)
     crop_size: int = _parameter("Number", 256)
     epochs: int = _parameter("Number", 30)
     steps_per_epoch: int = _parameter("Number", 50)
@@ -119,6 +120,8 @@ class JobConfig:
         ignored = ("cytomine_id_images", "model", "batch_size", "device", "backend", "cytomine_id_blurry_term",
                    *LEARNING_PARAMETERS)
         decisive = {name: value for name, value in dataclasses.asdict(self).items() if name not in ignored}
+        if not self.test_time_augmentation:  # added later: runs without it keep the keys they had before
+            del decisive["test_time_augmentation"]
         return _digest({"model": model_digest, **decisive})
 
     def focus_key(self, model_digest: str) -> str:

@@ -32,9 +32,10 @@ def load_models(config: JobConfig, resolve: Callable[[str], Path] = segmenter.mo
     `job:<id>`, `cyseg.job.models.resolve_model`)."""
     try:
         spec = config.model if config.model == AUTO else str(resolve(config.model))
-        threshold = {} if config.threshold is None else {"threshold": config.threshold}
+        options = ({} if config.threshold is None else {"threshold": config.threshold}) | \
+            ({"tta": True} if config.test_time_augmentation else {})
         return ModelPicker(spec, device=config.device, backend=config.backend,
-                           batch_size=forward_batch_size(config.batch_size, config.device), **threshold)
+                           batch_size=forward_batch_size(config.batch_size, config.device), **options)
     except (OSError, ValueError) as error:
         raise CysegError(f"cannot load model '{config.model}': {error}") from error
 

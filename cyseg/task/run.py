@@ -36,7 +36,7 @@ from cyseg.task.io import ParameterError, read_parameter, write_parameter
 
 log = logging.getLogger("cyseg.task")
 
-CONFIG_INPUTS = ("threshold", "min_area", "max_area", "tile_size", "tile_overlap", "device")
+CONFIG_INPUTS = ("threshold", "min_area", "max_area", "tile_size", "tile_overlap", "device", "test_time_augmentation")
 PROGRESS_STEP = 0.05  # report progress every 5% of the tiles
 
 

@@ -55,6 +55,15 @@ def test_missing_model_is_a_one_line_error(tmp_path, synthetic_dataset, capsys):
     assert "model not found" in capsys.readouterr().err
 
 
+def test_segment_with_tta_writes_the_same_outputs_and_detection_refuses_it(tmp_path, synthetic_dataset, capsys):
+    image = sorted((synthetic_dataset / "images").iterdir())[0]
+    assert main(["segment", str(image), "--tta", "--out", str(tmp_path / "tta")]) == 0
+    labels = tifffile.imread(tmp_path / "tta" / f"{image.stem}.tif")
+    assert labels.max() > 0 and (tmp_path / "tta" / f"{image.stem}.geojson").exists()
+    assert main(["segment", str(image), "--model", "detection", "--tta", "--out", str(tmp_path / "det")]) == 2
+    assert "no test-time augmentation" in capsys.readouterr().err
+
+
 def test_train_without_labels_names_the_folder(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

@@ -62,6 +62,7 @@ def test_result_key_depends_on_what_decides_the_objects_only() -> None:
     assert base.result_key("m1") != base.result_key("m2")
     learning = JobConfig(mode="train", crop_size=128, epochs=2, steps_per_epoch=5, idi_rounds=2, validation_share=0.5)
     assert base.result_key("m1") == learning.result_key("m1")
+    assert base.result_key("m1") != JobConfig(test_time_augmentation=True).result_key("m1")
 
 
 def test_blurry_term_changes_the_focus_key_only() -> None:

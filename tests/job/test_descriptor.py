@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from cytomine.cytomine_job import _software_params_to_argparse
+from cytomine.cytomine_job import _software_params_to_argparse, _to_bool
 from cytomine.models import SoftwareParameterCollection
 
 from cyseg.errors import CysegError
@@ -22,7 +22,7 @@ def user_parameters() -> dict[str, dict]:
 
 def typed(kind: str, value):
     """A descriptor default in the type the client parses it to."""
-    return {"Number": float, "Boolean": bool, "String": str}[kind](value)
+    return {"Number": float, "Boolean": _to_bool, "String": str}[kind](value)
 
 
 def test_descriptor_is_the_repository_file() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cyseg.demo_slide import DemoSlide
+from cyseg.errors import CysegError
 from cyseg.pipeline.config import JobConfig
 from cyseg.pipeline.models import load_models, pick_for_slide
 from cyseg.pipeline.source import OpenSlideSource
@@ -45,3 +46,11 @@ def test_an_auto_job_reports_its_choice(run_job: RunJob, tmp_path: Path):
     rows = summary(tmp_path / "results")
     assert [row["model"] for row in rows] == ["default"]
     assert "fluorescence" in rows[0]["model_choice"] and "dark background" in rows[0]["model_choice"]
+
+
+def test_test_time_augmentation_reaches_the_model_or_fails_clearly():
+    picker = load_models(JobConfig(model="he", test_time_augmentation=True))
+    assert picker.load(picker.spec)[1].tta
+    assert not load_models(JobConfig(model="he")).load(picker.spec)[1].tta
+    with pytest.raises(CysegError, match="cannot load model 'detection'.*no test-time augmentation"):
+        load_models(JobConfig(model="detection", test_time_augmentation=True))
