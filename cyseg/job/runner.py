@@ -160,7 +160,8 @@ class JobRun:
                       else everywhere(source.width, source.height))
             model = self._model(image, source, tissue, thumbnail)
             self.progress.image(index, 0, f"image {index + 1}/{len(self.images)} ({name}): model {model.picked.name}"
-                                + (f" ({model.picked.choice.modality})" if model.picked.choice else ""), force=True)
+                                + (f" ({model.picked.choice.modality})" if model.picked.choice else "")
+                                + (f"; WARNING: {model.picked.warning}" if model.picked.warning else ""), force=True)
             uploader = ImageUploader(image, self.context.project.id, self.context.user_id, model.result_key,
                                      self.config.cytomine_id_result_term, class_terms=model.terms,
                                      class_names=model.class_names,

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from segmenter.modality import MODELS, choose_model
+from segmenter.picker import ModelPicker
 from transforms import Augmenter, jpeg_compress, rescale_pair, stain_jitter
 
 
@@ -37,6 +38,20 @@ def test_dark_image_picks_the_fluorescence_model():
 def test_tissue_filling_the_view_is_still_brightfield():
     image = np.full((64, 64, 3), (150, 70, 140), dtype=np.uint8)  # median intensity ~0.47, strongly stained
     assert choose_model(image).modality == "brightfield"
+
+
+def test_a_named_model_of_the_other_modality_is_warned_about(caplog):
+    rng = np.random.default_rng(0)
+    stained, fluorescence = stained_field(rng), fluorescence_field(rng)
+    picked = ModelPicker("unet").pick(stained, pixel_size_um=0.5)
+    assert "unet is a fluorescence model, but the image looks brightfield" in picked.warning
+    assert "model auto would pick he" in picked.warning and "WARNING: unet is a fluorescence" in picked.describe()
+    assert picked.to_dict()["warning"] == picked.warning and picked.warning in caplog.text
+    assert "he is a brightfield model, but the image looks fluorescence" in ModelPicker("he").pick(
+        fluorescence, pixel_size_um=0.25).warning
+    assert ModelPicker("he").pick(stained, pixel_size_um=0.25).warning == ""
+    assert ModelPicker("auto").pick(stained, pixel_size_um=0.25).warning == ""
+    assert ModelPicker("otsu").pick(stained).warning == ""  # no network: it reads either modality
 
 
 def test_empty_image_is_refused():

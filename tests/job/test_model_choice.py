@@ -54,3 +54,10 @@ def test_test_time_augmentation_reaches_the_model_or_fails_clearly():
     assert not load_models(JobConfig(model="he")).load(picker.spec)[1].tta
     with pytest.raises(CysegError, match="cannot load model 'detection'.*no test-time augmentation"):
         load_models(JobConfig(model="detection", test_time_augmentation=True))
+
+
+def test_a_job_warns_when_the_named_model_does_not_suit_the_slide(run_job: RunJob, tmp_path: Path):
+    outcome = run_job(model="he", tile_size=512)
+    assert outcome.exit_code == 0
+    rows = summary(tmp_path / "results")
+    assert "WARNING: unet-he.pt is a brightfield model, but the image looks fluorescence" in rows[0]["model_choice"]
