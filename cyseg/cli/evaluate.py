@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                         help="levels that count as sharp for NHM (default 0)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the network's probabilities over the eight flips and "
-                             "turns of each image (eight times slower; U-Net models: default, unet, he, ...)")
+                             "turns of each image (up to eight times slower; U-Net models: default, unet, he, ...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the defocus noise")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--backend", default="auto",

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                              "needs a model with a deblurring head (bns)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the network's probabilities over the eight flips and "
-                             "turns of each image (eight times slower; U-Net models: default, unet, he, ...)")
+                             "turns of each image (up to eight times slower; U-Net models: default, unet, he, ...)")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     parser.add_argument("--backend", default="auto",
