@@ -21,7 +21,7 @@ from segmenter.checkpoint import Checkpoint
 from transforms import Normalization, PostProcess
 
 #: Options every family accepts that mean nothing without a network.
-_NETWORK_OPTIONS = {"backend", "precision", "batch_size"}
+_NETWORK_OPTIONS = {"backend", "precision", "batch_size", "tta"}
 
 
 def nuclear_signal(image: np.ndarray) -> np.ndarray:

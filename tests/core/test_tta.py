@@ -42,11 +42,12 @@ def test_model_with_tta_is_equivariant_to_transposition_and_flips():
     assert not np.allclose(plain.predict_proba(image), proba, atol=1e-4)  # the views do change the answer
 
 
-@pytest.mark.parametrize("name,message", [("detection", "no test-time augmentation"),
-                                          ("otsu", "takes no options")])
-def test_models_without_it_refuse_it(name, message):
-    with pytest.raises(ValueError, match=message):
-        segmenter.load(name, tta=True)
+def test_detection_refuses_it_and_the_network_free_baseline_ignores_it():
+    with pytest.raises(ValueError, match="no test-time augmentation"):
+        segmenter.load("detection", tta=True)
+    image = np.random.default_rng(3).integers(0, 255, (48, 48)).astype(np.uint8)
+    np.testing.assert_array_equal(segmenter.load("otsu", tta=True).instances(image).labels,
+                                  segmenter.load("otsu").instances(image).labels)
 
 
 def test_bns_runs_its_segmentation_with_tta():
